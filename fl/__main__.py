@@ -1,0 +1,5 @@
+import sys
+
+from fl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,95 @@
+"""What every aggregation shares: its output receiver and the declared value range.
+
+Updates are averaged in fixed point, so each aggregation declares the range
+[-value_range, value_range] it accepts. A coordinate outside it is clipped and
+counted (`out_of_range="clip"`) or the round is refused (`"refuse"`); it is
+never silently wrapped around the ring.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from fl.cluster import Player
+from fl.errors import RangeError, UpdateMismatchError
+
+OUT_OF_RANGE_POLICIES = ("clip", "refuse")
+
+
+@dataclass
+class BoundedUpdates:
+    updates: dict[Player, tf.Tensor]
+    clipped: dict[str, int]
+
+
+class Aggregation(ABC):
+    """Averages one update vector per data owner; only `output_receiver` learns the average."""
+
+    name: str = "aggregation"
+
+    def __init__(self, output_receiver: Player, value_range: float = 32.0, out_of_range: str = "clip") -> None:
+        if out_of_range not in OUT_OF_RANGE_POLICIES:
+            raise ValueError(f"out_of_range={out_of_range!r}; use one of {', '.join(OUT_OF_RANGE_POLICIES)}")
+        if not value_range > 0:
+            raise ValueError(f"value_range must be > 0, got {value_range}")
+        self.output_receiver = output_receiver
+        self.value_range = float(value_range)
+        self.out_of_range = out_of_range
+
+    @property
+    def players(self) -> list[Player]:
+        """Players besides the data owners that must be up for a round."""
+        return [self.output_receiver]
+
+    def capacity(self, inputs: int) -> float:
+        """Largest value_range the encoding can sum over `inputs` updates without wrapping."""
+        return float("inf")
+
+    def check_capacity(self, inputs: int) -> None:
+        capacity = self.capacity(inputs)
+        if self.value_range > capacity:
+            raise RangeError(
+                f"{self.name}: value_range {self.value_range:g} over {inputs} updates exceeds the encoding's "
+                f"capacity {capacity:g}; lower value_range"
+            )
+
+    def bound(self, updates: Mapping[Player, tf.Tensor]) -> BoundedUpdates:
+        """Check shapes and range on each owner's device; clip or refuse out-of-range values."""
+        sizes = {owner.name: int(update.shape[0]) for owner, update in updates.items()}
+        if len(set(sizes.values())) != 1:
+            listed = ", ".join(f"{name}={size}" for name, size in sizes.items())
+            raise UpdateMismatchError(
+                f"data owners sent updates of different sizes ({listed}): every owner must train the same model"
+            )
+        self.check_capacity(len(updates))
+        bounded, clipped = {}, {}
+        for owner, update in updates.items():
+            with tf.device(owner.device_name):
+                finite = tf.reduce_all(tf.math.is_finite(update))
+                outside = tf.reduce_sum(tf.cast(tf.abs(update) > self.value_range, tf.int64))
+                checked = tf.clip_by_value(update, -self.value_range, self.value_range)
+            if not bool(finite):
+                raise RangeError(f"update from {owner.name} has NaN or infinite values; lower the learning rate")
+            clipped[owner.name] = int(outside)
+            if clipped[owner.name] and self.out_of_range == "refuse":
+                raise RangeError(
+                    f"update from {owner.name} has {clipped[owner.name]} values outside ±{self.value_range:g}; "
+                    "raise value_range or use out_of_range='clip'"
+                )
+            bounded[owner] = checked
+        return BoundedUpdates(bounded, clipped)
+
+    @abstractmethod
+    def aggregate(self, updates: Mapping[Player, tf.Tensor]) -> tf.Tensor:
+        """The mean of `updates`, as a float32 tensor on the output receiver's device."""
+
+    def expected_bytes(self, owners: list[Player], size: int) -> dict[str, int]:
+        """Bytes each player sends per round by the protocol itself (payload, no framing)."""
+        return {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(output_receiver={self.output_receiver.name}, value_range={self.value_range:g})"

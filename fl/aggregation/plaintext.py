@@ -1,0 +1,25 @@
+"""The baseline: owners send their updates in the clear and the receiver averages them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import tensorflow as tf
+
+from fl.aggregation.base import Aggregation
+from fl.cluster import Player
+
+FLOAT32_BYTES = 4
+
+
+class PlaintextAverage(Aggregation):
+    """Not private: the receiver sees every owner's update. For tests and benchmarks."""
+
+    name = "plaintext"
+
+    def aggregate(self, updates: Mapping[Player, tf.Tensor]) -> tf.Tensor:
+        with tf.device(self.output_receiver.device_name):
+            return tf.add_n(list(updates.values())) / float(len(updates))
+
+    def expected_bytes(self, owners: list[Player], size: int) -> dict[str, int]:
+        return {owner.name: FLOAT32_BYTES * size for owner in owners}

@@ -1,0 +1,108 @@
+"""Secure averaging written out with a TF Encrypted protocol, as in tfe issue #670.
+
+Each owner's update enters as `tfe.define_private_input` on that owner, so it is
+secret-shared on the owner's device; the compute servers run `add_n(...) / n` on
+shares; `tfe.define_output` reconstructs the mean on the output receiver only.
+Pond runs on two servers plus a crypto producer, ABY3 on three servers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import tensorflow as tf
+import tf_encrypted as tfe
+
+from fl import secure_random
+from fl.aggregation.base import Aggregation
+from fl.cluster import Player
+
+
+class TfeProtocolAverage(Aggregation):
+    """Shared logic of the tfe-protocol averages; subclasses say which protocol and servers."""
+
+    def __init__(self, servers: Sequence[Player], output_receiver: Player, value_range: float, out_of_range: str) -> None:
+        super().__init__(output_receiver, value_range, out_of_range)
+        self.servers = list(servers)
+        self._protocol: tfe.protocol.Protocol | None = None
+
+    @property
+    def players(self) -> list[Player]:
+        return [*self.servers, self.output_receiver]
+
+    def make_protocol(self) -> tfe.protocol.Protocol:
+        raise NotImplementedError
+
+    @property
+    def protocol(self) -> tfe.protocol.Protocol:
+        """Built on first use: tfe resolves player names against the connected RemoteConfig."""
+        if self._protocol is None:
+            self._protocol = self.make_protocol()
+        return self._protocol
+
+    def capacity(self, inputs: int) -> float:
+        config = self.protocol.fixedpoint_config
+        return float(config.scaling_base**config.precision_integral) / inputs
+
+    def aggregate(self, updates: Mapping[Player, tf.Tensor]) -> tf.Tensor:
+        secure_random.require()
+        tfe.set_protocol(self.protocol)
+        private = [tfe.define_private_input(owner.name, lambda update=update: update) for owner, update in updates.items()]
+        mean = tfe.add_n(private) * (1.0 / len(private))
+        received: list[tf.Tensor] = []
+
+        def receive(revealed: tf.Tensor) -> None:
+            # tfe re-shares whatever an output function returns, so the value is kept here instead
+            received.append(tf.cast(revealed, tf.float32))
+
+        tfe.define_output(self.output_receiver.name, mean, receive)
+        return received[0]
+
+
+class PondSecureAverage(TfeProtocolAverage):
+    """Pond: 2-out-of-2 sharing between two servers; a third player produces Beaver triples."""
+
+    name = "pond"
+
+    def __init__(
+        self,
+        servers: Sequence[Player],
+        crypto_producer: Player,
+        output_receiver: Player,
+        value_range: float = 32.0,
+        out_of_range: str = "clip",
+    ) -> None:
+        if len(servers) != 2:
+            raise ValueError(f"Pond needs exactly 2 servers, got {len(servers)}")
+        super().__init__([*servers, crypto_producer], output_receiver, value_range, out_of_range)
+
+    def make_protocol(self) -> tfe.protocol.Protocol:
+        server_0, server_1, producer = self.servers
+        return tfe.protocol.Pond(
+            server_0=server_0.name,
+            server_1=server_1.name,
+            triple_source=tfe.get_config().get_player(producer.name),
+            fixedpoint_config="high",
+        )
+
+
+
+class ABY3SecureAverage(TfeProtocolAverage):
+    """ABY3: 2-out-of-3 replicated sharing among three servers."""
+
+    name = "aby3"
+
+    def __init__(
+        self,
+        servers: Sequence[Player],
+        output_receiver: Player,
+        value_range: float = 32.0,
+        out_of_range: str = "clip",
+    ) -> None:
+        if len(servers) != 3:
+            raise ValueError(f"ABY3 needs exactly 3 servers, got {len(servers)}")
+        super().__init__(servers, output_receiver, value_range, out_of_range)
+
+    def make_protocol(self) -> tfe.protocol.Protocol:
+        return tfe.protocol.ABY3(*(server.name for server in self.servers))
+

@@ -1,0 +1,1 @@
+"""Ways to run the players: `local` (one OS process each) and `docker` (one container each)."""

@@ -1,0 +1,185 @@
+"""The local backend: one OS process per player on this machine, no Docker needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fl.cluster import COMPUTE_SERVER, DATA_OWNER, MODEL_OWNER, Cluster, Player, probe
+from fl.errors import FLError, PlayerUnreachableError
+
+DEFAULT_STATE_DIR = Path(".fl")
+COMPUTE_SERVER_NAMES = ("server0", "server1", "server2")  # tfe's default names
+
+
+@dataclass(frozen=True)
+class StateDir:
+    """Where a local cluster keeps its cluster file, pids, logs and each player's own files."""
+
+    root: Path
+
+    @property
+    def cluster_file(self) -> Path:
+        return self.root / "cluster.json"
+
+    @property
+    def pids_file(self) -> Path:
+        return self.root / "pids.json"
+
+    def log_file(self, name: str) -> Path:
+        return self.root / "logs" / f"{name}.log"
+
+    def player_dir(self, name: str) -> Path:
+        return self.root / "players" / name
+
+
+def player_names(owners: int) -> list[tuple[str, str]]:
+    return (
+        [("model-owner", MODEL_OWNER)]
+        + [(f"data-owner-{i}", DATA_OWNER) for i in range(owners)]
+        + [(name, COMPUTE_SERVER) for name in COMPUTE_SERVER_NAMES]
+    )
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def up(owners: int, state: StateDir, insecure_randomness: bool = False, timeout: float = 90.0) -> Cluster:
+    """Start every player, wait until each answers, and write the cluster file."""
+    if state.pids_file.exists() and any(_alive(pid) for pid in _read_pids(state).values()):
+        raise FLError(f"a local cluster is already running from {state.root}; stop it with `fl down` first")
+    names = player_names(owners)
+    ports = _free_ports(len(names))
+    players = []
+    for index, ((name, role), port) in enumerate(zip(names, ports)):
+        data_dir = state.player_dir(name).resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        players.append(Player(name, f"127.0.0.1:{port}", role, index, str(data_dir)))
+    cluster = Cluster(players=players, backend="local")
+    Cluster.from_dict(cluster.to_dict())  # same validation as any cluster file
+    cluster.save(state.cluster_file)
+    pids = {}
+    for player in players:
+        log = state.log_file(player.name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "fl", "player", player.name, "--config", str(state.cluster_file)]
+        if insecure_randomness:
+            command.append("--insecure-randomness")
+        with open(log, "ab") as log_stream:
+            process = subprocess.Popen(
+                command, stdout=log_stream, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=state.player_dir(player.name),
+            )
+        pids[player.name] = process.pid
+    state.pids_file.write_text(json.dumps(pids, indent=2))
+    try:
+        wait_until_ready(cluster, state, timeout)
+    except PlayerUnreachableError:
+        down(state)
+        raise
+    return cluster
+
+
+def wait_until_ready(cluster: Cluster, state: StateDir, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    pids = _read_pids(state)
+    pending = list(cluster.players)
+    while pending and time.monotonic() < deadline:
+        for player in list(pending):
+            if not _alive(pids.get(player.name, -1)):
+                raise PlayerUnreachableError(
+                    f"player {player.name} exited during start-up: {_tail(state.log_file(player.name))}"
+                )
+            if probe(player, timeout=0.5):
+                pending.remove(player)
+        time.sleep(0.2)
+    if pending:
+        raise PlayerUnreachableError(
+            f"player(s) {', '.join(p.name for p in pending)} did not answer within {timeout:.0f}s; see {state.root / 'logs'}"
+        )
+
+
+def status(state: StateDir) -> list[dict]:
+    cluster = Cluster.load(state.cluster_file)
+    pids = _read_pids(state)
+    return [
+        {
+            "player": p.name, "role": p.role, "address": p.address, "pid": pids.get(p.name),
+            "process": "running" if _alive(pids.get(p.name, -1)) else "stopped",
+            "server": "answering" if probe(p, timeout=0.5) else "not answering",
+        }
+        for p in cluster.players
+    ]
+
+
+def down(state: StateDir, grace: float = 5.0) -> list[str]:
+    """Stop every player process and remove the cluster file and pids."""
+    pids = _read_pids(state)
+    for pid in pids.values():
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids.values()):
+        time.sleep(0.1)
+    for pid in pids.values():
+        _signal(pid, signal.SIGKILL)
+    for path in (state.pids_file, state.cluster_file):
+        path.unlink(missing_ok=True)
+    return sorted(pids)
+
+
+def stop_player(state: StateDir, name: str) -> None:
+    """Kill one player (for failure tests): its server stops answering at once."""
+    pid = _read_pids(state)[name]
+    _signal(pid, signal.SIGKILL)
+    while _alive(pid):
+        time.sleep(0.05)
+
+
+def _read_pids(state: StateDir) -> dict[str, int]:
+    if not state.pids_file.exists():
+        return {}
+    return json.loads(state.pids_file.read_text())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return not Path(f"/proc/{pid}/status").exists() or "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    if not path.exists():
+        return "no log"
+    return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])

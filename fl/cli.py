@@ -1,0 +1,151 @@
+"""The `fl` command: run players, bring a cluster up or down, split data, train."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from fl.backends.local import DEFAULT_STATE_DIR, StateDir
+from fl.errors import FLError
+
+DEFAULT_OWNERS = 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args) or 0
+    except FLError as error:
+        print(f"fl {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fl", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    player = commands.add_parser("player", help="run one player's TF server")
+    player.add_argument("name")
+    player.add_argument("--config", required=True, help="cluster file")
+    _insecure_flag(player)
+    player.set_defaults(run=_player)
+
+    up = commands.add_parser("up", help="start a cluster: model owner, N data owners, 3 compute servers")
+    up.add_argument("--backend", choices=["local"], default="local")
+    up.add_argument("--owners", type=int, default=DEFAULT_OWNERS)
+    _state_flag(up)
+    _insecure_flag(up)
+    up.set_defaults(run=_up)
+
+    for name, run, text in (("status", _status, "show each player"), ("down", _down, "stop every player")):
+        command = commands.add_parser(name, help=text)
+        _state_flag(command)
+        command.set_defaults(run=run)
+
+    split = commands.add_parser("split", help="SIMULATION ONLY: split a data set among the data owners")
+    split.add_argument("--dataset", default="digits", help="digits (offline), mnist (download) or npz:PATH")
+    split.add_argument("--partition", choices=["iid", "dirichlet"], default="iid")
+    split.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (dirichlet only)")
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--only", help="write only this player's file (each host prepares its own)")
+    _config_flag(split)
+    split.set_defaults(run=_split)
+
+    train = commands.add_parser("train", help="federated training on the running cluster")
+    from fl.train import AGGREGATIONS, DEFAULT_AGGREGATION
+
+    train.add_argument("--aggregation", choices=AGGREGATIONS, default=DEFAULT_AGGREGATION)
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--rounds-per-epoch", type=int, default=1)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--local-epochs", type=int, default=1)
+    train.add_argument("--learning-rate", type=float, default=0.1)
+    train.add_argument("--algorithm", choices=["fedavg", "fedsgd"], default="fedavg")
+    train.add_argument("--value-range", type=float, default=32.0, help="fixed-point range ±R of update values")
+    train.add_argument("--out-of-range", choices=["clip", "refuse"], default="clip")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--dataset", default="digits", help="must match the data `fl split` wrote")
+    train.add_argument("--json", help="write a JSON summary here")
+    _config_flag(train)
+    _insecure_flag(train)
+    train.set_defaults(run=_train)
+    return parser
+
+
+def _state_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="where the local cluster lives")
+
+
+def _config_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--config", type=Path, default=DEFAULT_STATE_DIR / "cluster.json", help="cluster file")
+
+
+def _insecure_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--insecure-randomness", action="store_true",
+        help="EXPERIMENTS ONLY: run secure protocols on tf.random when the secure-random op is missing",
+    )
+
+
+def _player(args) -> None:
+    from fl.player import serve
+
+    serve(args.name, str(args.config), args.insecure_randomness)
+
+
+def _up(args) -> None:
+    from fl.backends import local
+
+    cluster = local.up(args.owners, StateDir(args.state_dir), args.insecure_randomness)
+    print(f"local backend: {len(cluster.players)} players up ({args.owners} data owners); cluster file {StateDir(args.state_dir).cluster_file}")
+
+
+def _status(args) -> int:
+    from fl.backends import local
+
+    rows = local.status(StateDir(args.state_dir))
+    for row in rows:
+        print(f"{row['player']:<14} {row['role']:<15} {row['address']:<22} pid {row['pid']!s:<8} {row['process']:<8} {row['server']}")
+    return 0 if all(row["server"] == "answering" for row in rows) else 1
+
+
+def _down(args) -> None:
+    from fl.backends import local
+
+    stopped = local.down(StateDir(args.state_dir))
+    print(f"stopped {len(stopped)} players" if stopped else "no local cluster was running")
+
+
+def _split(args) -> None:
+    from fl.cluster import Cluster
+    from fl.data import datasets
+    from fl.data.split import write_shards
+
+    cluster = Cluster.load(args.config)
+    dataset = datasets.load(args.dataset, seed=args.seed)
+    print(f"SIMULATION ONLY: splitting {dataset.name} ({args.partition}) among {len(cluster.data_owners)} data owners")
+    meta = write_shards(cluster, dataset, args.partition, args.alpha, args.seed, only=args.only)
+    cluster.extra["dataset"] = meta
+    cluster.save(args.config)
+    print(json.dumps(meta["train_examples"]), f"test examples on {cluster.model_owner.name}: {meta['test_examples']}")
+
+
+def _train(args) -> None:
+    from fl.train import TrainSettings, train
+
+    settings = TrainSettings(
+        aggregation=args.aggregation, epochs=args.epochs, rounds_per_epoch=args.rounds_per_epoch,
+        batch_size=args.batch_size, local_epochs=args.local_epochs, learning_rate=args.learning_rate,
+        algorithm=args.algorithm, value_range=args.value_range, out_of_range=args.out_of_range, seed=args.seed,
+    )
+    summary = train(str(args.config), settings, args.json, args.insecure_randomness)
+    print(
+        f"{summary['aggregation']}: test accuracy {summary['test_accuracy']:.4f}, loss {summary['test_loss']:.4f}, "
+        f"{summary['rounds']} rounds, mean round {summary['mean_round_seconds']:.3f}s"
+    )

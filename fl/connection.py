@@ -1,0 +1,49 @@
+"""Connecting the driver to a running cluster as a tfe RemoteConfig."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import tensorflow as tf
+
+from fl import secure_random
+from fl.cluster import Cluster, require_reachable
+
+logger = logging.getLogger(__name__)
+
+_connected: Cluster | None = None
+
+
+def connect(cluster_file: str | Path, insecure_randomness: bool = False) -> Cluster:
+    """Check every player answers, then make this process the tfe driver of the cluster.
+
+    TensorFlow supports one remote cluster per process, so connecting again to the
+    same hostmap is a no-op and connecting to a different one is refused.
+    """
+    global _connected
+    cluster = Cluster.load(cluster_file)
+    if _connected is not None:
+        if _connected.hostmap != cluster.hostmap:
+            raise RuntimeError("this process already drives another cluster; use a new process")
+        _connected.extra = cluster.extra
+        return _connected
+    if not secure_random.try_load() and insecure_randomness:
+        secure_random.allow_insecure_randomness()
+    require_reachable(cluster.players)
+    import tf_encrypted as tfe
+
+    config = tfe.RemoteConfig(cluster.hostmap)
+    tfe.set_config(config)
+    config.connect_servers()
+    logger.info("driving cluster %s", cluster.hostmap)
+    _connected = cluster
+    return cluster
+
+
+
+def current() -> Cluster:
+    """The cluster this process drives."""
+    if _connected is None:
+        raise RuntimeError("not connected to a cluster: call fl.connect(cluster_file) first")
+    return _connected

@@ -1,0 +1,33 @@
+"""The errors users see: each says what is wrong and how to fix it, in one line."""
+
+
+class FLError(Exception):
+    """Base class of every error FL Testbed raises on purpose."""
+
+
+class ClusterConfigError(FLError):
+    """The cluster file is missing, malformed or inconsistent."""
+
+
+class PlayerUnreachableError(FLError):
+    """A player's TF server does not answer."""
+
+
+class InsecureRandomnessError(FLError):
+    """Secure randomness is unavailable and the protocol refuses to run without it."""
+
+
+class LocalityError(FLError):
+    """Something was created on the wrong player (e.g. a model built outside FederatedLearning)."""
+
+
+class UpdateMismatchError(FLError):
+    """Data owners produced updates that cannot be aggregated together."""
+
+
+class RangeError(FLError):
+    """An update lies outside the declared fixed-point range and the policy is to refuse."""
+
+
+class RoundFailedError(FLError):
+    """A training round failed; the model owner's weights were left unchanged."""

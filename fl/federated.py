@@ -1,0 +1,205 @@
+"""The user-facing API of tfe issue #670: `FederatedLearning(model_owner, aggregation)`.
+
+    with FederatedLearning(model_owner, aggregation) as federated:
+        model = tf.keras.Sequential([...])   # weights are created on the model owner
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(data_sources, epochs=10)      # federated rounds over the data owners
+    model.evaluate(test_data)                         # on the model owner's own data
+
+Inside the context the model owner's device is in scope and `compile` is
+intercepted: a compiled model whose weights are not on the model owner is
+refused, and a model that passes gets federated `fit` and `evaluate`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from fl import connection
+from fl.aggregation.base import Aggregation
+from fl.cluster import Player
+from fl.data.sources import OwnerData
+from fl.errors import FLError, LocalityError
+from fl.local_training import OwnerTrainer, TrainingSpec, training_spec
+from fl.rounds import RoundResult, RoundRunner
+
+ALGORITHMS = ("fedavg", "fedsgd")
+
+
+class FederatedLearning:
+    def __init__(
+        self,
+        model_owner: Player,
+        aggregation: Aggregation,
+        *,
+        algorithm: str = "fedavg",
+        local_epochs: int = 1,
+        local_steps: int | None = None,
+        batch_size: int = 32,
+        server_learning_rate: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm={algorithm!r}; use one of {', '.join(ALGORITHMS)}")
+        cluster = connection.current()
+        if model_owner != cluster.model_owner:
+            raise ValueError(f"{model_owner.name} is not the cluster's model owner {cluster.model_owner.name}")
+        if aggregation.output_receiver != model_owner:
+            raise ValueError(
+                f"the aggregation reveals to {aggregation.output_receiver.name}, but the model owner is "
+                f"{model_owner.name}: pass output_receiver=model_owner"
+            )
+        self.cluster = cluster
+        self.model_owner = model_owner
+        self.aggregation = aggregation
+        self.algorithm = algorithm
+        self.local_epochs = local_epochs
+        self.local_steps = 1 if algorithm == "fedsgd" else local_steps
+        self.batch_size = batch_size
+        self.server_learning_rate = server_learning_rate
+        self.seed = seed
+        self.round_results: list[RoundResult] = []
+        self._scope = None
+        self._keras_compile: Callable | None = None
+
+    def __enter__(self) -> FederatedLearning:
+        self._scope = tf.device(self.model_owner.device_name)
+        self._scope.__enter__()
+        self._keras_compile = tf.keras.Model.compile
+        federated = self
+
+        def compile_on_model_owner(model: tf.keras.Model, *args, **kwargs):
+            federated._keras_compile(model, *args, **kwargs)
+            federated.adopt(model, kwargs.get("loss", args[1] if len(args) > 1 else None),
+                            kwargs.get("metrics", args[2] if len(args) > 2 else None))
+
+        tf.keras.Model.compile = compile_on_model_owner
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        tf.keras.Model.compile = self._keras_compile
+        self._scope.__exit__(*exc_info)
+
+    def compile(self, model_fns: Mapping[Player, Callable[[], tf.keras.Model]]) -> tf.keras.Model:
+        """Alternative to the context: `{model_owner: fn}` where fn builds and compiles the model."""
+        unknown = [player.name for player in model_fns if player != self.model_owner]
+        if unknown:
+            raise LocalityError(f"models can only be built on the model owner {self.model_owner.name}, not on {', '.join(unknown)}")
+        with self:
+            return model_fns[self.model_owner]()
+
+    def adopt(self, model: tf.keras.Model, loss, metrics) -> None:
+        """Check the model lives on the model owner and give it federated fit/evaluate."""
+        if not model.weights:
+            raise LocalityError(
+                "the model has no weights yet: give its first layer an input shape so they are created on the model owner"
+            )
+        wrong = [w.name for w in model.weights if not _same_device(w.device, self.model_owner.device_name)]
+        if wrong:
+            raise LocalityError(
+                f"model weights {', '.join(wrong[:3])} are not on the model owner {self.model_owner.name}: "
+                "build the model inside `with FederatedLearning(...)`"
+            )
+        spec = training_spec(model, loss, metrics)
+        model.fit = lambda x, **kwargs: self.fit(model, spec, x, **kwargs)
+        model.evaluate = lambda x, **kwargs: self.evaluate(model, spec, x, **kwargs)
+
+    def fit(
+        self,
+        model: tf.keras.Model,
+        spec: TrainingSpec,
+        x: Mapping[Player, OwnerData] | Sequence[OwnerData],
+        epochs: int = 1,
+        rounds_per_epoch: int = 1,
+        verbose: int | str = "auto",
+        callbacks: Sequence[tf.keras.callbacks.Callback] | None = None,
+        validation_data: OwnerData | None = None,
+    ) -> tf.keras.callbacks.History:
+        """Federated training: `epochs` x `rounds_per_epoch` rounds over the owners' own data."""
+        sources = self._data_sources(x)
+        trainers = {
+            owner: OwnerTrainer(model, data, spec, self.batch_size, self.local_epochs, self.local_steps)
+            for owner, data in sources.items()
+        }
+        runner = RoundRunner(self.cluster, model, self.aggregation, trainers, spec, self.server_learning_rate, self.seed)
+        verbose = 1 if verbose == "auto" else verbose
+        callback_list = tf.keras.callbacks.CallbackList(
+            callbacks, add_history=True, add_progbar=verbose != 0, model=model,
+            verbose=verbose, epochs=epochs, steps=rounds_per_epoch,
+        )
+        model.stop_training = False
+        callback_list.on_train_begin()
+        logs: dict[str, float] = {}
+        for epoch in range(epochs):
+            callback_list.on_epoch_begin(epoch)
+            for step in range(rounds_per_epoch):
+                callback_list.on_train_batch_begin(step)
+                result = runner.run(len(self.round_results))
+                self.round_results.append(result)
+                logs = {**result.metrics, "round_seconds": result.seconds}
+                callback_list.on_train_batch_end(step, logs)
+            if validation_data is not None:
+                evaluated = self.evaluate(model, spec, validation_data, verbose=0, return_dict=True)
+                logs = {**logs, **{f"val_{name}": value for name, value in evaluated.items()}}
+            callback_list.on_epoch_end(epoch, logs)
+            if model.stop_training:
+                break
+        callback_list.on_train_end(logs)
+        return model.history
+
+    def evaluate(self, model: tf.keras.Model, spec: TrainingSpec, x: OwnerData, batch_size: int = 256,
+                 verbose: int | str = "auto", return_dict: bool = False):
+        """Loss and metrics of the global model on the model owner's own data, computed there."""
+        if x.player != self.model_owner:
+            raise LocalityError(
+                f"evaluate runs on the model owner {self.model_owner.name}; pass data that lives there, not on {x.player.name}"
+            )
+        started = time.perf_counter()
+        with tf.device(self.model_owner.device_name):
+            totals = _evaluation_function(model, spec, x, batch_size)().numpy()
+        values = dict(zip(spec.metric_names, map(float, totals[:-1] / max(totals[-1], 1.0))))
+        if verbose not in (0, "0"):
+            shown = " - ".join(f"{name}: {value:.4f}" for name, value in values.items())
+            print(f"evaluate on {self.model_owner.name}: {int(totals[-1])} examples - {shown} - {time.perf_counter() - started:.2f}s")
+        return values if return_dict else list(values.values())
+
+    def _data_sources(self, x) -> dict[Player, OwnerData]:
+        sources = list(x.values()) if isinstance(x, Mapping) else list(x)
+        if not sources or not all(isinstance(source, OwnerData) for source in sources):
+            raise FLError("fit takes one OwnerData per data owner (see fl.data.owner_sources), not raw arrays")
+        if isinstance(x, Mapping):
+            wrong_key = [player.name for player, source in x.items() if source.player != player]
+            if wrong_key:
+                raise LocalityError(f"data given for {', '.join(wrong_key)} lives on another player; key each source by its owner")
+        owners = [source.player for source in sources]
+        not_owners = [p.name for p in owners if p not in self.cluster.data_owners]
+        if not_owners:
+            raise LocalityError(f"{', '.join(not_owners)} are not data owners; training data must live on data owners")
+        if len(set(owners)) != len(owners):
+            raise FLError("two data sources belong to the same owner; give one pipeline per data owner")
+        if len(owners) < 2:
+            raise FLError("secure averaging needs at least 2 data owners")
+        return {source.player: source for source in sources}
+
+
+def _evaluation_function(model: tf.keras.Model, spec: TrainingSpec, data: OwnerData, batch_size: int):
+    @tf.function
+    def evaluate() -> tf.Tensor:
+        totals = tf.zeros([len(spec.metric_names) + 1], tf.float32)
+        for features, labels in data.dataset(batch_size):
+            predictions = model(features, training=False)
+            values = [tf.reduce_sum(spec.per_example_loss(labels, predictions))]
+            values += [tf.reduce_sum(tf.cast(fn(labels, predictions), tf.float32)) for _, fn in spec.metrics]
+            values.append(tf.cast(tf.shape(labels)[0], tf.float32))
+            totals += tf.stack(values)
+        return totals
+
+    return evaluate
+
+
+def _same_device(a: str, b: str) -> bool:
+    return tf.DeviceSpec.from_string(a).to_string().lower() == tf.DeviceSpec.from_string(b).to_string().lower()

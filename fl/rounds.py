@@ -1,0 +1,114 @@
+"""One federated round, orchestrated by the driver.
+
+broadcast the model owner's weights -> each data owner trains locally ->
+the aggregation averages the deltas (and training metrics) -> the model owner
+applies the average. The new weights are computed in full and checked before a
+single variable is assigned, so a round that fails anywhere leaves the model
+owner's weights exactly as they were.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+
+from fl.aggregation.base import Aggregation
+from fl.cluster import Cluster, Player, require_reachable
+from fl.errors import FLError, RoundFailedError
+from fl.local_training import OwnerTrainer, TrainingSpec
+
+PHASES = ("local_training", "aggregation", "model_update")
+
+
+@dataclass
+class RoundResult:
+    index: int
+    metrics: dict[str, float]
+    seconds: float
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    clipped: dict[str, int] = field(default_factory=dict)
+
+
+class RoundRunner:
+    def __init__(self, cluster: Cluster, model: tf.keras.Model, aggregation: Aggregation,
+                 trainers: dict[Player, OwnerTrainer], spec: TrainingSpec,
+                 server_learning_rate: float, seed: int) -> None:
+        self.cluster = cluster
+        self.model = model
+        self.model_owner = cluster.model_owner
+        self.aggregation = aggregation
+        self.trainers = trainers
+        self.spec = spec
+        self.server_learning_rate = server_learning_rate
+        self.seed = seed
+        self.sizes = [int(np.prod(v.shape)) for v in model.weights]
+        self.players = list(dict.fromkeys([self.model_owner, *trainers, *aggregation.players]))
+
+    @property
+    def update_size(self) -> int:
+        return sum(self.sizes) + len(self.spec.metric_names)
+
+    def run(self, index: int) -> RoundResult:
+        require_reachable(self.players)
+        try:
+            return self._run(index)
+        except tf.errors.OpError as error:
+            raise RoundFailedError(
+                f"round {index} failed on {self._culprit(error)}: {_first_line(error.message)}; "
+                "the model owner's weights are unchanged"
+            ) from None
+        except FLError as error:
+            raise RoundFailedError(f"round {index} refused: {error}; the model owner's weights are unchanged") from None
+
+    def _run(self, index: int) -> RoundResult:
+        phases: dict[str, float] = {}
+        started = time.perf_counter()
+        with tf.device(self.model_owner.device_name):
+            global_weights = [tf.identity(variable) for variable in self.model.weights]
+        updates = {owner: trainer.update(global_weights, self.seed * 100_003 + index) for owner, trainer in self.trainers.items()}
+        phases["local_training"] = _lap(started, phases)
+        bounded = self.aggregation.bound(updates)
+        mean = self.aggregation.aggregate(bounded.updates)
+        phases["aggregation"] = _lap(started, phases)
+        with tf.device(self.model_owner.device_name):
+            parts = tf.split(mean, [*self.sizes, len(self.spec.metric_names)])
+            new_values = [
+                variable + self.server_learning_rate * tf.reshape(delta, variable.shape)
+                for variable, delta in zip(global_weights, parts[:-1])
+            ]
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(value)) for value in new_values])
+            metrics = parts[-1]
+        if not bool(finite):
+            raise FLError("the averaged update made the weights non-finite; lower the learning rate")
+        metric_values = metrics.numpy()
+        with tf.device(self.model_owner.device_name):
+            for variable, value in zip(self.model.weights, new_values):
+                variable.assign(value)
+        phases["model_update"] = _lap(started, phases)
+        return RoundResult(
+            index=index,
+            metrics=dict(zip(self.spec.metric_names, map(float, metric_values))),
+            seconds=time.perf_counter() - started,
+            phase_seconds=phases,
+            clipped=bounded.clipped,
+        )
+
+    def _culprit(self, error: tf.errors.OpError) -> str:
+        match = re.search(r"/job:\w+/replica:\d+/task:(\d+)", error.message or "")
+        if match:
+            for player in self.cluster.players:
+                if player.index == int(match.group(1)):
+                    return f"player {player.name}"
+        return "an unidentified player"
+
+
+def _lap(started: float, phases: dict[str, float]) -> float:
+    return time.perf_counter() - started - sum(phases.values())
+
+
+def _first_line(message: str) -> str:
+    return (message or "").strip().splitlines()[0][:300] if message else "unknown error"

@@ -1,0 +1,103 @@
+"""Secure randomness for TF Encrypted on the installed TensorFlow.
+
+tf-encrypted 0.9.1 only ships its `secure_random` ops for TF 2.9.1; without them
+its protocols crash or quietly fall back to `tf.random`. We build our own op
+library (ChaCha20 from libsodium, OS entropy), load it in the driver and in every
+player server, and hand it to tfe. Secure aggregations fail closed when it is
+missing unless insecure randomness was explicitly allowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+from pathlib import Path
+
+import tensorflow as tf
+
+from fl.errors import InsecureRandomnessError
+
+logger = logging.getLogger(__name__)
+
+SEED_WORDS = 8
+
+_ops: types.ModuleType | None = None
+_insecure_allowed = False
+
+
+def load() -> types.ModuleType:
+    """Load the op library into this process (idempotent) and hand it to tfe."""
+    global _ops
+    if _ops is None:
+        from fl.secure_random.build import library_path
+
+        path = library_path()
+        if not Path(path).exists():
+            raise InsecureRandomnessError(
+                f"secure-random op library {path} is missing: build it with `make install` "
+                "(or `python -m fl.secure_random.build`)"
+            )
+        _ops = tf.load_op_library(str(path))
+        _install_into_tfe(_ops)
+    return _ops
+
+
+def try_load() -> bool:
+    """Load the ops if they are built; report whether secure randomness is available."""
+    try:
+        load()
+    except (InsecureRandomnessError, tf.errors.NotFoundError) as error:
+        logger.error("secure randomness unavailable: %s", error)
+        return False
+    return True
+
+
+def allow_insecure_randomness() -> None:
+    """Experiments only: let secure protocols run on tf.random (NOT cryptographically secure)."""
+    global _insecure_allowed
+    _insecure_allowed = True
+    logger.warning(
+        "!!! INSECURE RANDOMNESS ALLOWED: secret shares and masks may be predictable. "
+        "Never use --insecure-randomness with real data. !!!"
+    )
+
+
+def available() -> bool:
+    return _ops is not None
+
+
+def require() -> None:
+    """Fail closed: secure protocols call this before they run."""
+    if _ops is None and not _insecure_allowed:
+        raise InsecureRandomnessError(
+            "secure randomness is not loaded, so secure aggregation refuses to run: "
+            "build the op with `make install`, or pass --insecure-randomness for experiments"
+        )
+
+
+def secure_seed() -> tf.Tensor:
+    """A fresh 256-bit seed (int32[8]) from the entropy of the device in scope."""
+    require()
+    if _ops is None:
+        return tf.random.uniform([SEED_WORDS], tf.int32.min, tf.int32.max, dtype=tf.int32)
+    return _ops.fl_secure_seed()
+
+
+def seeded_full_range(shape, seed: tf.Tensor, dtype=tf.int64) -> tf.Tensor:
+    """ChaCha20 expansion of `seed` into values uniform over the whole range of `dtype`."""
+    require()
+    if _ops is None:
+        return tf.random.stateless_uniform(shape, tf.cast(seed[:2], tf.int64), minval=None, maxval=None, dtype=dtype)
+    zero = tf.zeros([], dtype=dtype)
+    return _ops.fl_secure_seeded_random_uniform(shape, seed, zero, zero)
+
+
+def _install_into_tfe(ops: types.ModuleType) -> None:
+    """Expose our ops under the names tf_encrypted's secure_random module calls."""
+    from tf_encrypted.operations.secure_random import secure_random as tfe_secure_random
+
+    tfe_secure_random.secure_random_module = types.SimpleNamespace(
+        secure_seed=lambda name=None: ops.fl_secure_seed(name=name),
+        secure_seeded_random_uniform=ops.fl_secure_seeded_random_uniform,
+        secure_random_uniform=ops.fl_secure_random_uniform,
+    )
