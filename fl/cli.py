@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--rounds-per-epoch", type=int, default=1)
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--local-epochs", type=int, default=1)
-    train.add_argument("--learning-rate", type=float, default=0.1)
+    train.add_argument("--learning-rate", type=float, default=0.3)
     train.add_argument("--algorithm", choices=["fedavg", "fedsgd"], default="fedavg")
     train.add_argument("--value-range", type=float, default=32.0, help="fixed-point range ±R of update values")
     train.add_argument("--out-of-range", choices=["clip", "refuse"], default="clip")

@@ -94,7 +94,7 @@ class FederatedLearning:
 
     def adopt(self, model: tf.keras.Model, loss, metrics) -> None:
         """Check the model lives on the model owner and give it federated fit/evaluate."""
-        if not model.weights:
+        if not model.built or not model.weights:
             raise LocalityError(
                 "the model has no weights yet: give its first layer an input shape so they are created on the model owner"
             )

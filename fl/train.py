@@ -27,7 +27,7 @@ class TrainSettings:
     rounds_per_epoch: int = 1
     batch_size: int = 32
     local_epochs: int = 1
-    learning_rate: float = 0.1
+    learning_rate: float = 0.3
     hidden_units: int = 64
     algorithm: str = "fedavg"
     value_range: float = 32.0
