@@ -88,7 +88,8 @@ def _config_flag(command: argparse.ArgumentParser) -> None:
 
 def _insecure_flag(command: argparse.ArgumentParser) -> None:
     command.add_argument(
-        "--insecure-randomness", action="store_true",
+        "--insecure-randomness",
+        action="store_true",
         help="EXPERIMENTS ONLY: run secure protocols on tf.random when the secure-random op is missing",
     )
 
@@ -103,7 +104,10 @@ def _up(args) -> None:
     from fl.backends import local
 
     cluster = local.up(args.owners, StateDir(args.state_dir), args.insecure_randomness)
-    print(f"local backend: {len(cluster.players)} players up ({args.owners} data owners); cluster file {StateDir(args.state_dir).cluster_file}")
+    print(
+        f"local backend: {len(cluster.players)} players up ({args.owners} data owners); "
+        f"cluster file {StateDir(args.state_dir).cluster_file}"
+    )
 
 
 def _status(args) -> int:
@@ -111,7 +115,10 @@ def _status(args) -> int:
 
     rows = local.status(StateDir(args.state_dir))
     for row in rows:
-        print(f"{row['player']:<14} {row['role']:<15} {row['address']:<22} pid {row['pid']!s:<8} {row['process']:<8} {row['server']}")
+        print(
+            f"{row['player']:<14} {row['role']:<15} {row['address']:<22} "
+            f"pid {row['pid']!s:<8} {row['process']:<8} {row['server']}"
+        )
     return 0 if all(row["server"] == "answering" for row in rows) else 1
 
 
@@ -140,9 +147,16 @@ def _train(args) -> None:
     from fl.train import TrainSettings, train
 
     settings = TrainSettings(
-        aggregation=args.aggregation, epochs=args.epochs, rounds_per_epoch=args.rounds_per_epoch,
-        batch_size=args.batch_size, local_epochs=args.local_epochs, learning_rate=args.learning_rate,
-        algorithm=args.algorithm, value_range=args.value_range, out_of_range=args.out_of_range, seed=args.seed,
+        aggregation=args.aggregation,
+        epochs=args.epochs,
+        rounds_per_epoch=args.rounds_per_epoch,
+        batch_size=args.batch_size,
+        local_epochs=args.local_epochs,
+        learning_rate=args.learning_rate,
+        algorithm=args.algorithm,
+        value_range=args.value_range,
+        out_of_range=args.out_of_range,
+        seed=args.seed,
     )
     summary = train(str(args.config), settings, args.json, args.insecure_randomness)
     print(

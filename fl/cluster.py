@@ -93,9 +93,7 @@ class Cluster:
         """Check the cluster has the compute servers `protocol` needs."""
         needed = COMPUTE_SERVERS_NEEDED.get(protocol)
         if needed is None:
-            raise ClusterConfigError(
-                f"unknown aggregation {protocol!r}; choose one of {', '.join(COMPUTE_SERVERS_NEEDED)}"
-            )
+            raise ClusterConfigError(f"unknown aggregation {protocol!r}; choose one of {', '.join(COMPUTE_SERVERS_NEEDED)}")
         have = len(self.compute_servers)
         if have < needed:
             raise ClusterConfigError(
@@ -124,7 +122,9 @@ class Cluster:
         try:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as error:
-            raise ClusterConfigError(f"cluster file {path} is not valid JSON ({error}): fix or regenerate it with `fl up`") from None
+            raise ClusterConfigError(
+                f"cluster file {path} is not valid JSON ({error}): fix or regenerate it with `fl up`"
+            ) from None
         return cls.from_dict(raw, source=str(path))
 
     @classmethod
@@ -167,7 +167,8 @@ def _validate(source: str, cluster: Cluster, roles: dict) -> None:
     for player in cluster.players:
         if player.address in seen:
             raise ClusterConfigError(
-                f"{source}: players {seen[player.address]!r} and {player.name!r} share address {player.address}; give each its own port"
+                f"{source}: players {seen[player.address]!r} and {player.name!r} share address {player.address}; "
+                "give each its own port"
             )
         seen[player.address] = player.name
     owners = [p for p in cluster.players if p.role == MODEL_OWNER]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import tensorflow as tf
-
 from fl import secure_random
 from fl.cluster import Cluster, require_reachable
 
@@ -39,7 +37,6 @@ def connect(cluster_file: str | Path, insecure_randomness: bool = False) -> Clus
     logger.info("driving cluster %s", cluster.hostmap)
     _connected = cluster
     return cluster
-
 
 
 def current() -> Cluster:

@@ -16,12 +16,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-import numpy as np
 import tensorflow as tf
 
 from fl import connection
 from fl.aggregation.base import Aggregation
-from fl.cluster import Player
+from fl.cluster import Player, require_reachable
 from fl.data.sources import OwnerData
 from fl.errors import FLError, LocalityError
 from fl.local_training import OwnerTrainer, TrainingSpec, training_spec
@@ -64,6 +63,7 @@ class FederatedLearning:
         self.seed = seed
         self.round_results: list[RoundResult] = []
         self._scope = None
+        self._trainers: dict[tuple[int, OwnerData], OwnerTrainer] = {}
         self._keras_compile: Callable | None = None
 
     def __enter__(self) -> FederatedLearning:
@@ -74,8 +74,11 @@ class FederatedLearning:
 
         def compile_on_model_owner(model: tf.keras.Model, *args, **kwargs):
             federated._keras_compile(model, *args, **kwargs)
-            federated.adopt(model, kwargs.get("loss", args[1] if len(args) > 1 else None),
-                            kwargs.get("metrics", args[2] if len(args) > 2 else None))
+            federated.adopt(
+                model,
+                kwargs.get("loss", args[1] if len(args) > 1 else None),
+                kwargs.get("metrics", args[2] if len(args) > 2 else None),
+            )
 
         tf.keras.Model.compile = compile_on_model_owner
         return self
@@ -88,7 +91,9 @@ class FederatedLearning:
         """Alternative to the context: `{model_owner: fn}` where fn builds and compiles the model."""
         unknown = [player.name for player in model_fns if player != self.model_owner]
         if unknown:
-            raise LocalityError(f"models can only be built on the model owner {self.model_owner.name}, not on {', '.join(unknown)}")
+            raise LocalityError(
+                f"models can only be built on the model owner {self.model_owner.name}, not on {', '.join(unknown)}"
+            )
         with self:
             return model_fns[self.model_owner]()
 
@@ -121,15 +126,18 @@ class FederatedLearning:
     ) -> tf.keras.callbacks.History:
         """Federated training: `epochs` x `rounds_per_epoch` rounds over the owners' own data."""
         sources = self._data_sources(x)
-        trainers = {
-            owner: OwnerTrainer(model, data, spec, self.batch_size, self.local_epochs, self.local_steps)
-            for owner, data in sources.items()
-        }
-        runner = RoundRunner(self.cluster, model, self.aggregation, trainers, spec, self.server_learning_rate, self.seed)
+        runner = RoundRunner(self.cluster, model, self.aggregation, {}, spec, self.server_learning_rate, self.seed)
+        require_reachable(list(dict.fromkeys([*runner.players, *sources])))  # a dead player would hang TF below
+        runner.trainers = {owner: self._trainer(model, spec, data) for owner, data in sources.items()}
         verbose = 1 if verbose == "auto" else verbose
         callback_list = tf.keras.callbacks.CallbackList(
-            callbacks, add_history=True, add_progbar=verbose != 0, model=model,
-            verbose=verbose, epochs=epochs, steps=rounds_per_epoch,
+            callbacks,
+            add_history=True,
+            add_progbar=verbose != 0,
+            model=model,
+            verbose=verbose,
+            epochs=epochs,
+            steps=rounds_per_epoch,
         )
         model.stop_training = False
         callback_list.on_train_begin()
@@ -151,8 +159,15 @@ class FederatedLearning:
         callback_list.on_train_end(logs)
         return model.history
 
-    def evaluate(self, model: tf.keras.Model, spec: TrainingSpec, x: OwnerData, batch_size: int = 256,
-                 verbose: int | str = "auto", return_dict: bool = False):
+    def evaluate(
+        self,
+        model: tf.keras.Model,
+        spec: TrainingSpec,
+        x: OwnerData,
+        batch_size: int = 256,
+        verbose: int | str = "auto",
+        return_dict: bool = False,
+    ):
         """Loss and metrics of the global model on the model owner's own data, computed there."""
         if x.player != self.model_owner:
             raise LocalityError(
@@ -164,8 +179,16 @@ class FederatedLearning:
         values = dict(zip(spec.metric_names, map(float, totals[:-1] / max(totals[-1], 1.0))))
         if verbose not in (0, "0"):
             shown = " - ".join(f"{name}: {value:.4f}" for name, value in values.items())
-            print(f"evaluate on {self.model_owner.name}: {int(totals[-1])} examples - {shown} - {time.perf_counter() - started:.2f}s")
+            elapsed = time.perf_counter() - started
+            print(f"evaluate on {self.model_owner.name}: {int(totals[-1])} examples - {shown} - {elapsed:.2f}s")
         return values if return_dict else list(values.values())
+
+    def _trainer(self, model: tf.keras.Model, spec: TrainingSpec, data: OwnerData) -> OwnerTrainer:
+        """One replica per (model, data source), kept across fit calls like Keras keeps its train function."""
+        key = (id(model), data)
+        if key not in self._trainers:
+            self._trainers[key] = OwnerTrainer(model, data, spec, self.batch_size, self.local_epochs, self.local_steps)
+        return self._trainers[key]
 
     def _data_sources(self, x) -> dict[Player, OwnerData]:
         sources = list(x.values()) if isinstance(x, Mapping) else list(x)
@@ -174,7 +197,9 @@ class FederatedLearning:
         if isinstance(x, Mapping):
             wrong_key = [player.name for player, source in x.items() if source.player != player]
             if wrong_key:
-                raise LocalityError(f"data given for {', '.join(wrong_key)} lives on another player; key each source by its owner")
+                raise LocalityError(
+                    f"data given for {', '.join(wrong_key)} lives on another player; key each source by its owner"
+                )
         owners = [source.player for source in sources]
         not_owners = [p.name for p in owners if p not in self.cluster.data_owners]
         if not_owners:

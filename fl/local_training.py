@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from fl.data.sources import OwnerData
+from fl.errors import UpdateMismatchError
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,15 @@ def training_spec(model: tf.keras.Model, loss, metrics) -> TrainingSpec:
 class OwnerTrainer:
     """The model replica on one data owner."""
 
-    def __init__(self, model: tf.keras.Model, data: OwnerData, spec: TrainingSpec,
-                 batch_size: int, local_epochs: int, local_steps: int | None) -> None:
+    def __init__(
+        self,
+        model: tf.keras.Model,
+        data: OwnerData,
+        spec: TrainingSpec,
+        batch_size: int,
+        local_epochs: int,
+        local_steps: int | None,
+    ) -> None:
         self.owner = data.player
         self.data = data
         self.spec = spec
@@ -66,8 +74,14 @@ class OwnerTrainer:
 
     def update(self, global_weights: list[tf.Tensor], round_seed: int) -> tf.Tensor:
         """Train from `global_weights`; return [delta..., mean metrics] on the owner's device."""
-        with tf.device(self.owner.device_name):
-            return self._train(global_weights, tf.constant(round_seed, tf.int64))
+        try:
+            with tf.device(self.owner.device_name):
+                return self._train(global_weights, tf.constant(round_seed, tf.int64))
+        except ValueError as error:
+            raise UpdateMismatchError(
+                f"{self.owner.name}: its model does not match the model owner's weights "
+                f"({str(error).strip().splitlines()[-1].strip()}); every owner must train the same model"
+            ) from None
 
     def _batches(self, round_seed: tf.Tensor) -> tf.data.Dataset:
         batches = self.data.dataset(self.batch_size, shuffle_seed=round_seed)

@@ -34,9 +34,16 @@ class RoundResult:
 
 
 class RoundRunner:
-    def __init__(self, cluster: Cluster, model: tf.keras.Model, aggregation: Aggregation,
-                 trainers: dict[Player, OwnerTrainer], spec: TrainingSpec,
-                 server_learning_rate: float, seed: int) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        model: tf.keras.Model,
+        aggregation: Aggregation,
+        trainers: dict[Player, OwnerTrainer],
+        spec: TrainingSpec,
+        server_learning_rate: float,
+        seed: int,
+    ) -> None:
         self.cluster = cluster
         self.model = model
         self.model_owner = cluster.model_owner
@@ -46,7 +53,11 @@ class RoundRunner:
         self.server_learning_rate = server_learning_rate
         self.seed = seed
         self.sizes = [int(np.prod(v.shape)) for v in model.weights]
-        self.players = list(dict.fromkeys([self.model_owner, *trainers, *aggregation.players]))
+
+    @property
+    def players(self) -> list[Player]:
+        """Everyone a round needs: the model owner, the training owners, the aggregation's players."""
+        return list(dict.fromkeys([self.model_owner, *self.trainers, *self.aggregation.players]))
 
     @property
     def update_size(self) -> int:

@@ -51,10 +51,12 @@ def make_aggregation(name: str, cluster: Cluster, value_range: float = 32.0, out
 
 
 def build_classifier(feature_size: int, num_classes: int, hidden_units: int, learning_rate: float) -> tf.keras.Model:
-    model = tf.keras.Sequential([
-        tf.keras.layers.Dense(hidden_units, activation="relu", input_shape=(feature_size,)),
-        tf.keras.layers.Dense(num_classes, activation="softmax"),
-    ])
+    model = tf.keras.Sequential(
+        [
+            tf.keras.layers.Dense(hidden_units, activation="relu", input_shape=(feature_size,)),
+            tf.keras.layers.Dense(num_classes, activation="softmax"),
+        ]
+    )
     model.compile(
         optimizer=tf.keras.optimizers.SGD(learning_rate),
         loss="sparse_categorical_crossentropy",
@@ -72,8 +74,12 @@ def train(cluster_file: str, settings: TrainSettings, json_path: str | None = No
     meta = cluster.extra["dataset"]
     tf.keras.utils.set_random_seed(settings.seed)
     federated = FederatedLearning(
-        cluster.model_owner, aggregation, algorithm=settings.algorithm, local_epochs=settings.local_epochs,
-        batch_size=settings.batch_size, seed=settings.seed,
+        cluster.model_owner,
+        aggregation,
+        algorithm=settings.algorithm,
+        local_epochs=settings.local_epochs,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
     )
     with federated:
         model = build_classifier(meta["feature_size"], meta["num_classes"], settings.hidden_units, settings.learning_rate)

@@ -18,7 +18,7 @@ OWNERS = 3
 
 def pytest_collection_modifyitems(config, items):
     """Docker tests must run in CI; elsewhere they skip loudly when no engine answers."""
-    if os.environ.get("CI") or shutil.which("docker") and _docker_answers():
+    if os.environ.get("CI") or (shutil.which("docker") and _docker_answers()):
         return
     skip = pytest.mark.skip(reason="NO DOCKER ENGINE ANSWERS: docker tests skipped (they are required in CI)")
     for item in items:

@@ -10,7 +10,7 @@ import fl
 from fl import secure_random
 from fl.aggregation import fixedpoint
 from fl.data.sources import OwnerData
-from fl.errors import LocalityError, RangeError, RoundFailedError
+from fl.errors import LocalityError, RangeError, RoundFailedError, UpdateMismatchError
 from fl.train import build_classifier, make_aggregation
 
 TOLERANCE = {"additive": 1e-6, "pond": 2e-4, "aby3": 2e-4}
@@ -77,6 +77,15 @@ def test_out_of_range_values_are_clipped_and_counted_or_refused(cluster):
         refuse.bound(updates)
 
 
+def test_updates_of_different_sizes_are_refused(cluster):
+    updates = owner_updates(cluster, size=10)
+    owner = cluster.data_owners[1]
+    with tf.device(owner.device_name):
+        updates[owner] = tf.zeros([12])
+    with pytest.raises(UpdateMismatchError, match=r"different sizes .*data-owner-1=12"):
+        make_aggregation("pond", cluster).bound(updates)
+
+
 def test_range_beyond_the_encoding_capacity_is_refused(cluster):
     aggregation = make_aggregation("aby3", cluster, value_range=1e6)
     with pytest.raises(RangeError, match="exceeds the encoding's capacity"):
@@ -98,7 +107,7 @@ def test_short_training_run_on_digits_learns(cluster):
     assert isinstance(history, tf.keras.callbacks.History)
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert len(federated.round_results) == 4
-    loss, accuracy = model.evaluate(test_data, verbose=0)
+    _, accuracy = model.evaluate(test_data, verbose=0)
     assert accuracy > 0.8
     assert history.history["val_accuracy"][-1] == pytest.approx(accuracy)
 
@@ -107,7 +116,7 @@ def test_training_data_is_read_on_its_owner(cluster):
     """Relative paths resolve in each owner's own working directory, which the driver cannot see."""
     assert not Path("train.tfrecord").exists()
     sources = {owner: OwnerData(owner, "train.tfrecord", 64) for owner in cluster.data_owners}
-    federated, model = federated_model(cluster, aggregation="plaintext")
+    _, model = federated_model(cluster, aggregation="plaintext")
     history = model.fit(sources, epochs=1, verbose=0)
     assert history.history["loss"][0] > 0
 
@@ -142,7 +151,10 @@ def test_owners_with_different_model_shapes_fail_the_round_and_leave_weights_unc
     trainers[owners[2]] = OwnerTrainer(other, train_data[owners[2]], spec, 32, 1, None)
     before = [w.numpy() for w in model.weights]
     runner = RoundRunner(cluster, model, federated.aggregation, trainers, spec, 1.0, seed=0)
-    with pytest.raises(RoundFailedError, match=r"updates of different sizes .*data-owner-2=.*weights are unchanged"):
+    with pytest.raises(
+        RoundFailedError,
+        match=r"data-owner-2: its model does not match the model owner's weights .*Shape mismatch.*weights are unchanged",
+    ):
         runner.run(0)
     for old, new in zip(before, model.weights):
         np.testing.assert_array_equal(old, new.numpy())

@@ -86,7 +86,6 @@ class PondSecureAverage(TfeProtocolAverage):
         )
 
 
-
 class ABY3SecureAverage(TfeProtocolAverage):
     """ABY3: 2-out-of-3 replicated sharing among three servers."""
 
@@ -105,4 +104,3 @@ class ABY3SecureAverage(TfeProtocolAverage):
 
     def make_protocol(self) -> tfe.protocol.Protocol:
         return tfe.protocol.ABY3(*(server.name for server in self.servers))
-

@@ -84,7 +84,10 @@ def up(owners: int, state: StateDir, insecure_randomness: bool = False, timeout:
             command.append("--insecure-randomness")
         with open(log, "ab") as log_stream:
             process = subprocess.Popen(
-                command, stdout=log_stream, stderr=subprocess.STDOUT, start_new_session=True,
+                command,
+                stdout=log_stream,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
                 cwd=state.player_dir(player.name),
             )
         pids[player.name] = process.pid
@@ -104,9 +107,7 @@ def wait_until_ready(cluster: Cluster, state: StateDir, timeout: float) -> None:
     while pending and time.monotonic() < deadline:
         for player in list(pending):
             if not _alive(pids.get(player.name, -1)):
-                raise PlayerUnreachableError(
-                    f"player {player.name} exited during start-up: {_tail(state.log_file(player.name))}"
-                )
+                raise PlayerUnreachableError(f"player {player.name} exited during start-up: {_tail(state.log_file(player.name))}")
             if probe(player, timeout=0.5):
                 pending.remove(player)
         time.sleep(0.2)
@@ -121,7 +122,10 @@ def status(state: StateDir) -> list[dict]:
     pids = _read_pids(state)
     return [
         {
-            "player": p.name, "role": p.role, "address": p.address, "pid": pids.get(p.name),
+            "player": p.name,
+            "role": p.role,
+            "address": p.address,
+            "pid": pids.get(p.name),
             "process": "running" if _alive(pids.get(p.name, -1)) else "stopped",
             "server": "answering" if probe(p, timeout=0.5) else "not answering",
         }

@@ -47,9 +47,7 @@ def _digits(seed: int, test_fraction: float) -> Dataset:
     from sklearn.model_selection import train_test_split
 
     x, y = load_digits(return_X_y=True)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_fraction, random_state=seed, stratify=y
-    )
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
     return _normalised("digits", x_train, y_train, x_test, y_test, scale=16.0)
 
 
@@ -58,7 +56,7 @@ def _mnist() -> Dataset:
 
     try:
         (x_train, y_train), (x_test, y_test) = tf.keras.datasets.mnist.load_data()
-    except Exception as error:  # noqa: BLE001 - any download failure means the same to the user
+    except Exception as error:
         raise FLError(
             f"could not download MNIST ({type(error).__name__}); without network access save it as an .npz "
             "and use --dataset npz:PATH"
@@ -83,6 +81,4 @@ def _normalised(name, x_train, y_train, x_test, y_test, scale: float) -> Dataset
         x = np.asarray(x, dtype=np.float32) / np.float32(scale)
         return x.reshape(len(x), -1)
 
-    return Dataset(
-        name, features(x_train), np.asarray(y_train, np.int64), features(x_test), np.asarray(y_test, np.int64)
-    )
+    return Dataset(name, features(x_train), np.asarray(y_train, np.int64), features(x_test), np.asarray(y_test, np.int64))

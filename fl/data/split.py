@@ -58,10 +58,14 @@ def write_tfrecord(path: Path, x: np.ndarray, y: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
         for features, label in zip(x, y):
-            example = tf.train.Example(features=tf.train.Features(feature={
-                "x": tf.train.Feature(float_list=tf.train.FloatList(value=features.reshape(-1))),
-                "y": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
-            }))
+            example = tf.train.Example(
+                features=tf.train.Features(
+                    feature={
+                        "x": tf.train.Feature(float_list=tf.train.FloatList(value=features.reshape(-1))),
+                        "y": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+                    }
+                )
+            )
             writer.write(example.SerializeToString())
 
 

@@ -27,14 +27,20 @@ def build(force: bool = False) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     command = [
-        "g++", "-O2", "-shared", "-fPIC", str(SOURCE), "-o", str(target),
-        *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags(), "-lsodium",
+        "g++",
+        "-O2",
+        "-shared",
+        "-fPIC",
+        str(SOURCE),
+        "-o",
+        str(target),
+        *tf.sysconfig.get_compile_flags(),
+        *tf.sysconfig.get_link_flags(),
+        "-lsodium",
     ]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        raise SystemExit(
-            f"building {target.name} failed (need g++ and libsodium-dev):\n{result.stderr[-4000:]}"
-        )
+        raise SystemExit(f"building {target.name} failed (need g++ and libsodium-dev):\n{result.stderr[-4000:]}")
     return target
 
 
