@@ -148,11 +148,18 @@ def down(state: StateDir, grace: float = 5.0) -> list[str]:
     return sorted(pids)
 
 
-def stop_player(state: StateDir, name: str) -> None:
-    """Kill one player (for failure tests): its server stops answering at once."""
-    pid = _read_pids(state)[name]
-    _signal(pid, signal.SIGKILL)
-    while _alive(pid):
+def stop_player(state: StateDir, name: str, timeout: float = 10.0) -> None:
+    """Kill one player (for failure tests) and wait until its server stops answering.
+
+    The port is the test: a killed leader thread can look like a zombie while the
+    process's other threads still hold the listening socket.
+    """
+    player = Cluster.load(state.cluster_file).player(name)
+    _signal(_read_pids(state)[name], signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while probe(player, timeout=0.2):
+        if time.monotonic() > deadline:
+            raise FLError(f"player {name} still answers {timeout:.0f}s after SIGKILL")
         time.sleep(0.05)
 
 

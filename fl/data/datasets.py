@@ -14,6 +14,8 @@ import numpy as np
 
 from fl.errors import FLError
 
+SCHEMAS = {"digits": {"feature_size": 64, "num_classes": 10}, "mnist": {"feature_size": 784, "num_classes": 10}}
+
 
 @dataclass(frozen=True)
 class Dataset:

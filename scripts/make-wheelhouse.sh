@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Download every Python package the images need into wheelhouse/ on the host, so image
+# builds install with --no-index (no package index inside the build).
+set -euo pipefail
+python=${PYTHON:-.venv/bin/python}
+out=wheelhouse
+mkdir -p "$out"
+"$python" - > "$out/requirements.txt" <<'PY'
+import tomllib
+print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))
+PY
+rm -f "$out"/fl_testbed-*.whl
+"$python" -m pip wheel -q --no-deps -w "$out" .
+"$python" -m pip download -q -d "$out" --no-deps tf-encrypted==0.9.1
+"$python" -m pip download -q -d "$out" -r "$out/requirements.txt"
+echo "wheelhouse: $(ls "$out" | wc -l) files, $(du -sh "$out" | cut -f1)"
