@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 FL := $(BIN)/fl
 TFE_VERSION := 0.9.1
 
+# auto: containers when a Docker engine answers, else one local process per player
+BACKEND ?= auto
+RESOLVED_BACKEND := $(shell if [ "$(BACKEND)" = auto ]; then docker info >/dev/null 2>&1 && echo docker || echo local; else echo $(BACKEND); fi)
 OWNERS ?= 3
 AGGREGATION ?= additive
 EPOCHS ?= 10
@@ -12,7 +15,7 @@ DATASET ?= digits
 STATE_DIR ?= .fl
 RESULTS ?= results
 
-.PHONY: install up train down status logs test lint clean
+.PHONY: install images up train down status logs test lint clean
 
 install:
 	./scripts/install-system-packages.sh
@@ -24,12 +27,16 @@ install:
 	$(BIN)/python -m fl.secure_random.build
 	@echo "installed: $(FL)"
 
-up:
-	$(FL) up --backend local --owners $(OWNERS) --state-dir $(STATE_DIR)
-	$(FL) split --dataset $(DATASET) --config $(STATE_DIR)/cluster.json
+images:
+	./scripts/build-images.sh
+
+up: $(if $(filter docker,$(RESOLVED_BACKEND)),images)
+	@echo "backend: $(RESOLVED_BACKEND) (BACKEND=$(BACKEND))"
+	$(FL) up --backend $(RESOLVED_BACKEND) --owners $(OWNERS) --dataset $(DATASET) --state-dir $(STATE_DIR)
 
 train:
-	$(FL) train --aggregation $(AGGREGATION) --epochs $(EPOCHS) --config $(STATE_DIR)/cluster.json --json $(RESULTS)/train-$(AGGREGATION).json
+	$(FL) train --aggregation $(AGGREGATION) --epochs $(EPOCHS) --state-dir $(STATE_DIR) --config $(STATE_DIR)/cluster.json \
+		--json $(RESULTS)/train-$(AGGREGATION).json
 
 down:
 	$(FL) down --state-dir $(STATE_DIR)
@@ -38,7 +45,9 @@ status:
 	$(FL) status --state-dir $(STATE_DIR)
 
 logs:
-	tail -n 20 $(STATE_DIR)/logs/*.log
+	@if [ -d $(STATE_DIR)/logs ]; then tail -n 20 $(STATE_DIR)/logs/*.log; fi
+	@if docker ps -aq --filter label=com.docker.compose.project=fl-testbed 2>/dev/null | grep -q .; then \
+		docker ps -aq --filter label=com.docker.compose.project=fl-testbed | xargs -n1 docker logs --tail 20; fi
 
 test:
 	$(BIN)/python -m pytest

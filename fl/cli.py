@@ -37,13 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     player.set_defaults(run=_player)
 
     up = commands.add_parser("up", help="start a cluster: model owner, N data owners, 3 compute servers")
-    up.add_argument("--backend", choices=["local"], default="local")
+    up.add_argument("--backend", choices=["local", "docker", "auto"], default="auto", help="auto: docker if an engine answers")
     up.add_argument("--owners", type=int, default=DEFAULT_OWNERS)
+    up.add_argument("--dataset", default="digits", help="the data set split among the owners (simulation)")
     _state_flag(up)
     _insecure_flag(up)
     up.set_defaults(run=_up)
 
-    for name, run, text in (("status", _status, "show each player"), ("down", _down, "stop every player")):
+    for name, run, text in (("status", _status, "show each player"), ("down", _down, "remove what `fl up` made")):
         command = commands.add_parser(name, help=text)
         _state_flag(command)
         command.set_defaults(run=run)
@@ -73,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", default="digits", help="must match the data `fl split` wrote")
     train.add_argument("--json", help="write a JSON summary here")
     _config_flag(train)
+    _state_flag(train)
     _insecure_flag(train)
     train.set_defaults(run=_train)
     return parser
@@ -101,31 +103,39 @@ def _player(args) -> None:
 
 
 def _up(args) -> None:
-    from fl.backends import local
+    from fl.backends import docker, local
 
-    cluster = local.up(args.owners, StateDir(args.state_dir), args.insecure_randomness)
-    print(
-        f"local backend: {len(cluster.players)} players up ({args.owners} data owners); "
-        f"cluster file {StateDir(args.state_dir).cluster_file}"
-    )
+    backend = args.backend
+    if backend == "auto":
+        backend = "docker" if docker.engine_answers() else "local"
+        print(f"backend: {backend} ({'a Docker engine answers' if backend == 'docker' else 'no Docker engine answers'})")
+    if backend == "docker":
+        docker.up(args.owners, args.dataset)
+        print(f"docker backend: {args.owners + 4} players up and healthy, driver ready; see `fl status`")
+        return
+    state = StateDir(args.state_dir)
+    cluster = local.up(args.owners, state, args.insecure_randomness)
+    print(f"local backend: {len(cluster.players)} players up ({args.owners} data owners); cluster file {state.cluster_file}")
+    _split(argparse.Namespace(config=state.cluster_file, dataset=args.dataset, partition="iid", alpha=0.5, seed=0, only=None))
 
 
 def _status(args) -> int:
-    from fl.backends import local
+    from fl.backends import docker, local
 
-    rows = local.status(StateDir(args.state_dir))
+    state = StateDir(args.state_dir)
+    rows = docker.status() if docker.is_up() else local.status(state)
     for row in rows:
         print(
-            f"{row['player']:<14} {row['role']:<15} {row['address']:<22} "
-            f"pid {row['pid']!s:<8} {row['process']:<8} {row['server']}"
+            f"{row['player']:<14} {row['role']:<15} {row['address']:<22} {row['pid']!s:<26} {row['process']:<8} {row['server']}"
         )
     return 0 if all(row["server"] == "answering" for row in rows) else 1
 
 
 def _down(args) -> None:
-    from fl.backends import local
+    from fl.backends import docker, local
 
-    stopped = local.down(StateDir(args.state_dir))
+    state = StateDir(args.state_dir)
+    stopped = docker.down() if docker.is_up() else local.down(state)
     print(f"stopped {len(stopped)} players" if stopped else "no local cluster was running")
 
 
@@ -138,13 +148,20 @@ def _split(args) -> None:
     dataset = datasets.load(args.dataset, seed=args.seed)
     print(f"SIMULATION ONLY: splitting {dataset.name} ({args.partition}) among {len(cluster.data_owners)} data owners")
     meta = write_shards(cluster, dataset, args.partition, args.alpha, args.seed, only=args.only)
-    cluster.extra["dataset"] = meta
-    cluster.save(args.config)
+    if args.only is None:
+        cluster.extra["dataset"] = meta
+        cluster.save(args.config)
     print(json.dumps(meta["train_examples"]), f"test examples on {cluster.model_owner.name}: {meta['test_examples']}")
 
 
-def _train(args) -> None:
+def _train(args) -> int | None:
+    from fl.backends import docker
     from fl.train import TrainSettings, train
+
+    if docker.is_up():
+        print("docker backend: training runs in the driver container")
+        forwarded = _without_options(sys.argv[1:], ("--config", "--state-dir"))
+        return docker.run_in_driver(["fl", *forwarded, "--config", docker.CLUSTER_FILE_IN_CONTAINER])
 
     settings = TrainSettings(
         aggregation=args.aggregation,
@@ -163,3 +180,16 @@ def _train(args) -> None:
         f"{summary['aggregation']}: test accuracy {summary['test_accuracy']:.4f}, loss {summary['test_loss']:.4f}, "
         f"{summary['rounds']} rounds, mean round {summary['mean_round_seconds']:.3f}s"
     )
+
+
+def _without_options(argv: list[str], options: tuple[str, ...]) -> list[str]:
+    """argv minus the given options and their values (as `--opt value` or `--opt=value`)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in options:
+            skip = True
+        elif not arg.startswith(tuple(f"{option}=" for option in options)):
+            kept.append(arg)
+    return kept

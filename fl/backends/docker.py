@@ -8,6 +8,7 @@ no other container mounts.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 
 from fl.backends.local import player_names
 from fl.cluster import DATA_OWNER, MODEL_OWNER, Cluster, Player
+from fl.data.datasets import SCHEMAS
 from fl.errors import FLError
 
 PROJECT = "fl-testbed"
@@ -49,8 +51,9 @@ def container_cluster(owners: int, dataset: dict) -> Cluster:
     return Cluster.from_dict(cluster.to_dict())
 
 
-def render_compose(cluster: Cluster, cluster_file: str, image: str = IMAGE) -> dict:
-    cluster_mount = f"{cluster_file}:{CLUSTER_FILE_IN_CONTAINER}:ro"
+def render_compose(cluster: Cluster, image: str = IMAGE) -> dict:
+    """Paths are relative to compose/; the driver runs as the host user so results/ stays theirs."""
+    cluster_mount = f"./cluster.json:{CLUSTER_FILE_IN_CONTAINER}:ro"
     dataset = cluster.extra["dataset"]
     services: dict[str, dict] = {}
     volumes: dict[str, dict] = {}
@@ -63,6 +66,15 @@ def render_compose(cluster: Cluster, cluster_file: str, image: str = IMAGE) -> d
             "volumes": [cluster_mount],
             "entrypoint": ["sh", "-c"],
             "command": [command],
+            "environment": {"FL_PORT": str(PLAYER_PORT)},
+            # TF takes a while to import when seven containers start on two cores
+            "healthcheck": {
+                "test": ["CMD", "python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {PLAYER_PORT}), 1)"],
+                "interval": "3s",
+                "timeout": "2s",
+                "retries": 5,
+                "start_period": "300s",
+            },
         }
         if player.role in (DATA_OWNER, MODEL_OWNER):
             volume = f"{player.name}-data"
@@ -79,7 +91,8 @@ def render_compose(cluster: Cluster, cluster_file: str, image: str = IMAGE) -> d
         "image": f"{image}-driver",
         "hostname": "driver",
         "networks": [NETWORK],
-        "volumes": [cluster_mount, "./results:/home/fl/results"],
+        "user": "${FL_UID:-1000}:${FL_GID:-1000}",
+        "volumes": [cluster_mount, "../results:/home/fl/results"],
         "depends_on": {player.name: {"condition": "service_healthy"} for player in cluster.players},
     }
     return {
@@ -89,13 +102,97 @@ def render_compose(cluster: Cluster, cluster_file: str, image: str = IMAGE) -> d
     }
 
 
+COMPOSE_DIR = Path("compose")  # the rendered compose.yaml and cluster.json
+
+
+def is_up() -> bool:
+    """True while containers of the project exist (running or stopped)."""
+    if shutil.which("docker") is None:
+        return False
+    listed = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}"], capture_output=True, text=True
+    )
+    return listed.returncode == 0 and bool(listed.stdout.strip())
+
+
+def up(owners: int, dataset_name: str = "digits", seed: int = 0) -> Cluster:
+    """Render the project, start every container, return once all players are healthy."""
+    if not engine_answers():
+        raise FLError("no Docker engine answers: start Docker, or use --backend local")
+    if dataset_name not in SCHEMAS:
+        raise FLError(f"the docker backend prepares {', '.join(SCHEMAS)} inside the owners; {dataset_name!r} is not one")
+    missing = [f"{IMAGE}-{target}" for target in ("player", "driver") if not _image_exists(f"{IMAGE}-{target}")]
+    if missing:
+        raise FLError(f"image(s) {', '.join(missing)} not built: run `make images` first")
+    dataset = {"name": dataset_name, **SCHEMAS[dataset_name], "partition": "iid", "alpha": 0.5, "seed": seed}
+    directory = COMPOSE_DIR
+    write_project(directory, owners, dataset)
+    Path("results").mkdir(exist_ok=True)
+    compose(directory, "up", "-d", "--remove-orphans")
+    return Cluster.load(directory / "cluster.json")
+
+
+def status() -> list[dict]:
+    directory = COMPOSE_DIR
+    cluster = Cluster.load(directory / "cluster.json")
+    rows = []
+    for player in cluster.players:
+        inspected = subprocess.run(
+            [
+                "docker",
+                "inspect",
+                "-f",
+                "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
+                container_name(player.name),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        state_text = inspected.stdout.split() if inspected.returncode == 0 else ["absent"]
+        rows.append(
+            {
+                "player": player.name,
+                "role": player.role,
+                "address": player.address,
+                "pid": container_name(player.name),
+                "process": state_text[0],
+                "server": "answering" if state_text[1:] == ["healthy"] else "not answering",
+            }
+        )
+    return rows
+
+
+def down() -> list[str]:
+    """Remove the containers, network and volumes `up` made, and the rendered project."""
+    directory = COMPOSE_DIR
+    cluster = Cluster.load(directory / "cluster.json")
+    compose(directory, "down", "--volumes", "--remove-orphans")
+    return [player.name for player in cluster.players]
+
+
+def run_in_driver(argv: list[str]) -> int:
+    return compose(COMPOSE_DIR, "exec", "-T", "driver", *argv, check=False).returncode
+
+
+def container_name(service: str) -> str:
+    """Compose v1 and v2 both name the first replica <project>_<service>_1 or <project>-<service>-1."""
+    for separator in ("-", "_"):
+        name = separator.join([PROJECT, service, "1"])
+        if subprocess.run(["docker", "inspect", name], capture_output=True).returncode == 0:
+            return name
+    return f"{PROJECT}-{service}-1"
+
+
+def _image_exists(image: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0
+
+
 def write_project(directory: Path, owners: int, dataset: dict, image: str = IMAGE) -> Path:
     """Write the cluster file and compose.yaml for `owners` data owners; return the compose file."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "results").mkdir(exist_ok=True)
     cluster = container_cluster(owners, dataset)
     cluster.save(directory / "cluster.json")
-    compose = render_compose(cluster, "./cluster.json", image)
+    compose = render_compose(cluster, image)
     path = directory / "compose.yaml"
     header = f"# Rendered by `fl up --backend docker --owners {owners}`; edit fl/backends/docker.py instead.\n"
     path.write_text(header + yaml.safe_dump(compose, sort_keys=False))
@@ -104,7 +201,8 @@ def write_project(directory: Path, owners: int, dataset: dict, image: str = IMAG
 
 def compose(directory: Path, *args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
     command = [*compose_command(), "-p", PROJECT, "-f", str(directory / "compose.yaml"), *args]
-    result = subprocess.run(command, capture_output=capture, text=True)
+    environment = {**os.environ, "FL_UID": str(os.getuid()), "FL_GID": str(os.getgid())}
+    result = subprocess.run(command, capture_output=capture, text=True, env=environment)
     if check and result.returncode != 0:
         detail = (result.stderr or "").strip().splitlines()[-1:] if capture else []
         raise FLError(f"`{' '.join(command[-len(args) :])}` failed{': ' + detail[0] if detail else ''}")
