@@ -44,3 +44,16 @@ def current() -> Cluster:
     if _connected is None:
         raise RuntimeError("not connected to a cluster: call fl.connect(cluster_file) first")
     return _connected
+
+
+def refresh() -> None:
+    """After a player restarted: re-announce the cluster so TF re-creates that player's context.
+
+    TF compares each worker's incarnation and rebuilds only the restarted ones;
+    state on the others (the model owner's weights) survives.
+    """
+    import tf_encrypted as tfe
+
+    cluster = current()
+    require_reachable(cluster.players)
+    tfe.get_config().connect_servers()

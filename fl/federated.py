@@ -64,6 +64,7 @@ class FederatedLearning:
         self.round_results: list[RoundResult] = []
         self._scope = None
         self._trainers: dict[tuple[int, OwnerData], OwnerTrainer] = {}
+        self._refresh_needed = False
         self._keras_compile: Callable | None = None
 
     def __enter__(self) -> FederatedLearning:
@@ -126,6 +127,10 @@ class FederatedLearning:
     ) -> tf.keras.callbacks.History:
         """Federated training: `epochs` x `rounds_per_epoch` rounds over the owners' own data."""
         sources = self._data_sources(x)
+        if self._refresh_needed:  # the last fit failed: players may have restarted since
+            connection.refresh()
+            self._trainers.clear()  # replicas on a restarted owner are gone
+        self._refresh_needed = True
         runner = RoundRunner(self.cluster, model, self.aggregation, {}, spec, self.server_learning_rate, self.seed)
         require_reachable(list(dict.fromkeys([*runner.players, *sources])))  # a dead player would hang TF below
         runner.trainers = {owner: self._trainer(model, spec, data) for owner, data in sources.items()}
@@ -157,6 +162,7 @@ class FederatedLearning:
             if model.stop_training:
                 break
         callback_list.on_train_end(logs)
+        self._refresh_needed = False
         return model.history
 
     def evaluate(

@@ -9,8 +9,9 @@ mkdir -p "$out"
 import tomllib
 print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))
 PY
-rm -f "$out"/fl_testbed-*.whl
-"$python" -m pip wheel -q --no-deps -w "$out" .
+# our own package goes to dist/ so a code change does not invalidate the image layer of the wheelhouse
+rm -rf dist "$out"/fl_testbed-*.whl
+"$python" -m pip wheel -q --no-deps -w dist .
 "$python" -m pip download -q -d "$out" --no-deps tf-encrypted==0.9.1
 "$python" -m pip download -q -d "$out" -r "$out/requirements.txt"
 echo "wheelhouse: $(ls "$out" | wc -l) files, $(du -sh "$out" | cut -f1)"

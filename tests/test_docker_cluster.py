@@ -1,0 +1,182 @@
+"""Remote execution across containers: the Compose cluster, driven from the driver container via the docker SDK."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker as docker_sdk
+import pytest
+from docker.models.containers import Container
+
+from fl.backends import docker
+from fl.cluster import Cluster
+
+pytestmark = pytest.mark.docker
+
+REPO = Path(__file__).resolve().parents[1]
+SCENARIOS = Path(__file__).parent / "scenarios"
+OWNERS = 3
+
+
+@pytest.fixture(scope="module")
+def compose_cluster() -> Cluster:
+    """Build the images (cached layers when nothing changed), bring the cluster up, tear it down afterwards."""
+    os.chdir(REPO)
+    subprocess.run(["scripts/build-images.sh"], check=True)
+    if docker.is_up():
+        docker.down()
+    cluster = docker.up(OWNERS)
+    yield cluster
+    docker.down()
+
+
+@pytest.fixture(scope="module")
+def engine() -> docker_sdk.DockerClient:
+    client = docker_sdk.from_env()
+    yield client
+    client.close()
+
+
+def container(engine: docker_sdk.DockerClient, service: str) -> Container:
+    return engine.containers.get(docker.container_name(service))
+
+
+def copy_into(target: Container, source: Path, directory: str = "/tmp") -> str:
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        info = tarfile.TarInfo(source.name)
+        info.size, info.mode = source.stat().st_size, 0o644
+        tar.addfile(info, io.BytesIO(source.read_bytes()))
+    assert target.put_archive(directory, archive.getvalue())
+    return f"{directory}/{source.name}"
+
+
+def run_scenario(engine: docker_sdk.DockerClient, name: str) -> dict:
+    """A script from tests/scenarios run by the driver container's Python; its last stdout line is JSON."""
+    driver = container(engine, "driver")
+    exit_code, output = driver.exec_run(["python", copy_into(driver, SCENARIOS / name)], demux=True)
+    stdout, stderr = (part.decode() if part else "" for part in output)
+    assert exit_code == 0, stderr[-2000:]
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_one_container_per_player_plus_the_driver(compose_cluster, engine):
+    listed = engine.containers.list(filters={"label": f"com.docker.compose.project={docker.PROJECT}"})
+    services = sorted(c.labels["com.docker.compose.service"] for c in listed)
+    assert services == sorted([p.name for p in compose_cluster.players] + ["driver"])
+    assert all(c.status == "running" for c in listed)
+
+
+def test_no_player_port_is_published_on_the_host(compose_cluster, engine):
+    for player in compose_cluster.players:
+        attributes = container(engine, player.name).attrs
+        published = {port: bound for port, bound in attributes["NetworkSettings"]["Ports"].items() if bound}
+        assert published == {} and not attributes["HostConfig"]["PortBindings"], f"{player.name} publishes {published}"
+
+
+def test_each_shard_is_visible_only_inside_its_owner(compose_cluster, engine):
+    for owner in compose_cluster.data_owners:
+        exit_code, listing = container(engine, owner.name).exec_run(["ls", "/data"])
+        assert exit_code == 0 and listing.decode().split() == ["train.tfrecord"]
+    _, found = container(engine, "driver").exec_run(["sh", "-c", "find / -xdev -name '*.tfrecord' 2>/dev/null; ls /data 2>&1"])
+    assert ".tfrecord" not in found.decode()
+    assert "No such file" in found.decode()
+
+
+def test_secure_training_end_to_end_in_containers(compose_cluster, engine):
+    argv = ["fl", "train", "--aggregation", "additive", "--epochs", "10", "--config", docker.CLUSTER_FILE_IN_CONTAINER]
+    exit_code, output = container(engine, "driver").exec_run([*argv, "--json", "results/docker-test-train.json"])
+    assert exit_code == 0, output.decode()[-2000:]
+    summary = json.loads((REPO / "results" / "docker-test-train.json").read_text())
+    assert summary["backend"] == "docker" and summary["rounds"] == 10
+    assert summary["test_accuracy"] >= 0.9
+
+
+def test_secure_average_equals_plaintext_across_containers(compose_cluster, engine):
+    report = run_scenario(engine, "container_average.py")
+    assert report["additive"]["max_error"] < 1e-6
+    assert report["pond"]["max_error"] < 2e-4 and report["aby3"]["max_error"] < 2e-4
+    assert {entry["device"] for entry in report.values()} == {compose_cluster.model_owner.device_name}
+
+
+def test_stopped_owner_fails_the_round_by_name_then_training_resumes(compose_cluster, engine):
+    """The scenario pauses inside fit; we stop an owner, let it fail, restart the owner, let it resume."""
+    driver, victim = container(engine, "driver"), container(engine, "data-owner-1")
+    driver.exec_run(["rm", "-f", "/tmp/go-1", "/tmp/go-2"])
+    scenario = copy_into(driver, SCENARIOS / "owner_restart.py")
+    lines = stdout_lines(driver.exec_run(["python", scenario], stream=True, stderr=False).output)
+    try:
+        assert read_until(lines, "PAUSED") == ""
+        victim.stop(timeout=1)
+        stopped_at = time.monotonic()
+        driver.exec_run(["touch", "/tmp/go-1"])
+        failed = json.loads(read_until(lines, "FAILED "))
+        failed_within = time.monotonic() - stopped_at
+        victim.start()
+        wait_healthy(victim)
+        driver.exec_run(["touch", "/tmp/go-2"])
+        resumed = json.loads(read_until(lines, "RESUMED "))
+    finally:
+        driver.exec_run(["touch", "/tmp/go-1", "/tmp/go-2"])  # never leave the scenario waiting
+        victim.reload()
+        if victim.status != "running":
+            victim.start()
+    assert failed["error"].startswith("PlayerUnreachableError: player(s) not answering: data-owner-1")
+    assert failed["rounds_done"] == 1 and failed["weights_unchanged"]
+    assert failed_within < 60
+    assert len(resumed["loss"]) == 3 and resumed["loss"][-1] < resumed["loss"][0]
+    assert resumed["accuracy"] > 0.8
+
+
+def stdout_lines(chunks: Iterator[bytes]) -> Iterator[str]:
+    pending = ""
+    for chunk in chunks:
+        pending += chunk.decode()
+        *complete, pending = pending.split("\n")
+        yield from complete
+
+
+def read_until(lines: Iterator[str], marker: str) -> str:
+    """The rest of the first line starting with `marker`."""
+    for line in lines:
+        if line.startswith(marker):
+            return line[len(marker) :].strip()
+    raise AssertionError(f"driver scenario ended before printing {marker!r}")
+
+
+def wait_healthy(target: Container, timeout: float = 400) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        target.reload()
+        if target.attrs["State"].get("Health", {}).get("Status") == "healthy":
+            return
+        time.sleep(1)
+    raise AssertionError(f"{target.name} not healthy after {timeout:.0f}s")
+
+
+def test_a_container_off_the_players_network_cannot_reach_any_player(compose_cluster, engine):
+    addresses = []
+    for player in compose_cluster.players:
+        networks = container(engine, player.name).attrs["NetworkSettings"]["Networks"]
+        addresses += [player.name, *(network["IPAddress"] for network in networks.values())]
+    probe = (
+        "import socket, sys\n"
+        "reached = []\n"
+        "for host in sys.argv[1:]:\n"
+        "    try:\n"
+        "        socket.create_connection((host, 7000), 2).close(); reached.append(host)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "print(','.join(reached) or 'none')\n"
+    )
+    output = engine.containers.run(
+        f"{docker.IMAGE}-player", ["-c", probe, *addresses], entrypoint="python3", network="bridge", remove=True
+    )
+    assert output.decode().strip() == "none"
