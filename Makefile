@@ -25,6 +25,7 @@ install:
 	# tfe declares a bare `tensorflow` dependency that would pull a TF it cannot import on
 	$(BIN)/pip install -q --no-deps tf-encrypted==$(TFE_VERSION)
 	$(BIN)/python -m fl.secure_random.build
+	./scripts/fetch-prometheus.sh
 	@echo "installed: $(FL)"
 
 images:

@@ -36,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     _insecure_flag(player)
     player.set_defaults(run=_player)
 
+    relay = commands.add_parser("driver-metrics", help="serve the driver's training metrics to Prometheus")
+    relay.add_argument("--config", required=True, help="cluster file")
+    relay.set_defaults(run=_driver_metrics)
+
     up = commands.add_parser("up", help="start a cluster: model owner, N data owners, 3 compute servers")
     up.add_argument("--backend", choices=["local", "docker", "auto"], default="auto", help="auto: docker if an engine answers")
     up.add_argument("--owners", type=int, default=DEFAULT_OWNERS)
@@ -43,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     _state_flag(up)
     _insecure_flag(up)
     up.set_defaults(run=_up)
+
+    render = commands.add_parser("render", help="write the docker backend's Compose project without starting it")
+    render.add_argument("--owners", type=int, default=DEFAULT_OWNERS)
+    render.add_argument("--dataset", default="digits", help="the data set each owner prepares (simulation)")
+    render.add_argument("--directory", type=Path, default=Path("compose"))
+    render.set_defaults(run=_render)
 
     for name, run, text in (("status", _status, "show each player"), ("down", _down, "remove what `fl up` made")):
         command = commands.add_parser(name, help=text)
@@ -102,6 +112,13 @@ def _player(args) -> None:
     serve(args.name, str(args.config), args.insecure_randomness)
 
 
+def _driver_metrics(args) -> None:
+    from fl.cluster import Cluster
+    from fl.metrics import driver_relay
+
+    driver_relay.serve(Cluster.load(args.config))
+
+
 def _up(args) -> None:
     from fl.backends import docker, local
 
@@ -116,7 +133,15 @@ def _up(args) -> None:
     state = StateDir(args.state_dir)
     cluster = local.up(args.owners, state, args.insecure_randomness)
     print(f"local backend: {len(cluster.players)} players up ({args.owners} data owners); cluster file {state.cluster_file}")
+    print(f"metrics: Prometheus at {cluster.extra['metrics']['prometheus']}; each player's /metrics is in the cluster file")
     _split(argparse.Namespace(config=state.cluster_file, dataset=args.dataset, partition="iid", alpha=0.5, seed=0, only=None))
+
+
+def _render(args) -> None:
+    from fl.backends import docker
+
+    path = docker.write_project(args.directory, args.owners, docker.dataset_settings(args.dataset))
+    print(f"wrote {path} and its cluster file for {args.owners} data owners")
 
 
 def _status(args) -> int:
@@ -136,7 +161,7 @@ def _down(args) -> None:
 
     state = StateDir(args.state_dir)
     stopped = docker.down() if docker.is_up() else local.down(state)
-    print(f"stopped {len(stopped)} players" if stopped else "no local cluster was running")
+    print(f"stopped: {', '.join(stopped)}" if stopped else "no cluster was running")
 
 
 def _split(args) -> None:

@@ -24,7 +24,7 @@ from fl.cluster import Player, require_reachable
 from fl.data.sources import OwnerData
 from fl.errors import FLError, LocalityError
 from fl.local_training import OwnerTrainer, TrainingSpec, training_spec
-from fl.rounds import RoundResult, RoundRunner
+from fl.rounds import RoundListener, RoundResult, RoundRunner
 
 ALGORITHMS = ("fedavg", "fedsgd")
 
@@ -41,6 +41,7 @@ class FederatedLearning:
         batch_size: int = 32,
         server_learning_rate: float = 1.0,
         seed: int = 0,
+        round_listeners: Sequence[RoundListener] = (),
     ) -> None:
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm={algorithm!r}; use one of {', '.join(ALGORITHMS)}")
@@ -62,6 +63,7 @@ class FederatedLearning:
         self.server_learning_rate = server_learning_rate
         self.seed = seed
         self.round_results: list[RoundResult] = []
+        self.round_listeners = list(round_listeners)
         self._scope = None
         self._trainers: dict[tuple[int, OwnerData], OwnerTrainer] = {}
         self._refresh_needed = False
@@ -151,8 +153,7 @@ class FederatedLearning:
             callback_list.on_epoch_begin(epoch)
             for step in range(rounds_per_epoch):
                 callback_list.on_train_batch_begin(step)
-                result = runner.run(len(self.round_results))
-                self.round_results.append(result)
+                result = self._run_round(runner)
                 logs = {**result.metrics, "round_seconds": result.seconds}
                 callback_list.on_train_batch_end(step, logs)
             if validation_data is not None:
@@ -164,6 +165,19 @@ class FederatedLearning:
         callback_list.on_train_end(logs)
         self._refresh_needed = False
         return model.history
+
+    def _run_round(self, runner: RoundRunner) -> RoundResult:
+        index = len(self.round_results)
+        try:
+            result = runner.run(index)
+        except FLError as error:
+            for listener in self.round_listeners:
+                listener.round_failed(index, error)
+            raise
+        self.round_results.append(result)
+        for listener in self.round_listeners:
+            listener.round_completed(result)
+        return result
 
     def evaluate(
         self,

@@ -10,8 +10,8 @@ owner's weights exactly as they were.
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import tensorflow as tf
@@ -20,8 +20,7 @@ from fl.aggregation.base import Aggregation
 from fl.cluster import Cluster, Player, require_reachable
 from fl.errors import FLError, RoundFailedError
 from fl.local_training import OwnerTrainer, TrainingSpec
-
-PHASES = ("local_training", "aggregation", "model_update")
+from fl.phases import PhaseClock
 
 
 @dataclass
@@ -31,6 +30,15 @@ class RoundResult:
     seconds: float
     phase_seconds: dict[str, float] = field(default_factory=dict)
     clipped: dict[str, int] = field(default_factory=dict)
+    expected_bytes: dict[str, int] = field(default_factory=dict)
+
+
+class RoundListener(Protocol):
+    """Told of every round's outcome, e.g. to export metrics."""
+
+    def round_completed(self, result: RoundResult) -> None: ...
+
+    def round_failed(self, index: int, error: FLError) -> None: ...
 
 
 class RoundRunner:
@@ -76,15 +84,13 @@ class RoundRunner:
             raise RoundFailedError(f"round {index} refused: {error}; the model owner's weights are unchanged") from None
 
     def _run(self, index: int) -> RoundResult:
-        phases: dict[str, float] = {}
-        started = time.perf_counter()
+        clock = PhaseClock()
         with tf.device(self.model_owner.device_name):
             global_weights = [tf.identity(variable) for variable in self.model.weights]
         updates = {owner: trainer.update(global_weights, self.seed * 100_003 + index) for owner, trainer in self.trainers.items()}
-        phases["local_training"] = _lap(started, phases)
+        clock.lap("local_training")
         bounded = self.aggregation.bound(updates)
-        mean = self.aggregation.aggregate(bounded.updates)
-        phases["aggregation"] = _lap(started, phases)
+        mean = self.aggregation.aggregate(bounded.updates, clock)
         with tf.device(self.model_owner.device_name):
             parts = tf.split(mean, [*self.sizes, len(self.spec.metric_names)])
             new_values = [
@@ -99,13 +105,14 @@ class RoundRunner:
         with tf.device(self.model_owner.device_name):
             for variable, value in zip(self.model.weights, new_values):
                 variable.assign(value)
-        phases["model_update"] = _lap(started, phases)
+        clock.lap("model_update")
         return RoundResult(
             index=index,
             metrics=dict(zip(self.spec.metric_names, map(float, metric_values))),
-            seconds=time.perf_counter() - started,
-            phase_seconds=phases,
+            seconds=clock.elapsed,
+            phase_seconds=clock.seconds,
             clipped=bounded.clipped,
+            expected_bytes=self.aggregation.expected_bytes(list(self.trainers), self.update_size),
         )
 
     def _culprit(self, error: tf.errors.OpError) -> str:
@@ -115,10 +122,6 @@ class RoundRunner:
                 if player.index == int(match.group(1)):
                     return f"player {player.name}"
         return "an unidentified player"
-
-
-def _lap(started: float, phases: dict[str, float]) -> float:
-    return time.perf_counter() - started - sum(phases.values())
 
 
 def _first_line(message: str) -> str:

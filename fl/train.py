@@ -15,6 +15,7 @@ from fl.connection import connect
 from fl.data.sources import owner_sources
 from fl.errors import FLError
 from fl.federated import FederatedLearning
+from fl.metrics.training import TrainingMetrics
 
 AGGREGATIONS = ("additive", "pond", "aby3", "plaintext")
 DEFAULT_AGGREGATION = "additive"
@@ -73,6 +74,8 @@ def train(cluster_file: str, settings: TrainSettings, json_path: str | None = No
     train_data, test_data = owner_sources(cluster)
     meta = cluster.extra["dataset"]
     tf.keras.utils.set_random_seed(settings.seed)
+    textfile = cluster.extra.get("metrics", {}).get("driver_textfile")
+    metrics = TrainingMetrics(settings.aggregation, Path(textfile) if textfile else None)
     federated = FederatedLearning(
         cluster.model_owner,
         aggregation,
@@ -80,6 +83,7 @@ def train(cluster_file: str, settings: TrainSettings, json_path: str | None = No
         local_epochs=settings.local_epochs,
         batch_size=settings.batch_size,
         seed=settings.seed,
+        round_listeners=[metrics],
     )
     with federated:
         model = build_classifier(meta["feature_size"], meta["num_classes"], settings.hidden_units, settings.learning_rate)
@@ -87,6 +91,7 @@ def train(cluster_file: str, settings: TrainSettings, json_path: str | None = No
         print(f"training on {len(train_data)} data owners with {aggregation!r} ({cluster.backend} backend)")
     history = model.fit(train_data, epochs=settings.epochs, rounds_per_epoch=settings.rounds_per_epoch, verbose=settings.verbose)
     test_loss, test_accuracy = model.evaluate(test_data, verbose=settings.verbose)
+    metrics.evaluated(test_loss, test_accuracy)
     rounds = federated.round_results
     summary = {
         "aggregation": settings.aggregation,
@@ -100,6 +105,7 @@ def train(cluster_file: str, settings: TrainSettings, json_path: str | None = No
         "mean_round_seconds": statistics.fmean(r.seconds for r in rounds),
         "phase_seconds": {phase: statistics.fmean(r.phase_seconds[phase] for r in rounds) for phase in rounds[0].phase_seconds},
         "clipped_values": sum(sum(r.clipped.values()) for r in rounds),
+        "expected_sent_bytes_per_round": rounds[-1].expected_bytes,
         "model_parameters": sum(v.shape.num_elements() for v in model.weights),
         "history": {key: [float(v) for v in values] for key, values in history.history.items()},
         "settings": settings.__dict__,

@@ -16,7 +16,19 @@ fi
 echo "images: base $base ($how)"
 
 scripts/make-wheelhouse.sh
+scripts/fetch-prometheus.sh
+build() {  # image, then docker build arguments
+  DOCKER_BUILDKIT=0 docker build -q --build-arg BASE="$base" -t "$@" . >/dev/null
+  echo "images: built $1 ($(docker image inspect -f '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1/1e6}'))"
+}
 for target in player driver; do
-  DOCKER_BUILDKIT=0 docker build -q -f images/Dockerfile --build-arg BASE="$base" --target "$target" -t "fl-testbed-$target" . >/dev/null
-  echo "images: built fl-testbed-$target ($(docker image inspect -f '{{.Size}}' "fl-testbed-$target" | awk '{printf "%.0f MB", $1/1e6}'))"
+  build "fl-testbed-$target" -f images/Dockerfile --target "$target"
 done
+build fl-testbed-prometheus -f images/prometheus.Dockerfile
+
+grafana=grafana/grafana-oss:11.3.0
+if docker image inspect "$grafana" >/dev/null 2>&1 || timeout 60 docker pull -q "$grafana" >/dev/null 2>&1; then
+  echo "images: $grafana present: make up starts Grafana"
+else
+  echo "images: NO GRAFANA: $grafana cannot be pulled (no registry) and Debian ships none; make up runs Prometheus only"
+fi

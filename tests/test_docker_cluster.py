@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import subprocess
 import tarfile
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 import docker as docker_sdk
 import pytest
 from docker.models.containers import Container
+from promql import dashboard_queries, query, value, wait_for
 
 from fl.backends import docker
 from fl.cluster import Cluster
@@ -23,6 +25,10 @@ pytestmark = pytest.mark.docker
 REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = Path(__file__).parent / "scenarios"
 OWNERS = 3
+WIRE_ROUNDS = 30
+# wire bytes per round over protocol payload: TCP/IP and gRPC framing, RPC replies and
+# Prometheus's own scrapes ride on the same interface
+WIRE_MARGIN = (1.0, 1.6)
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +38,17 @@ def compose_cluster() -> Cluster:
     subprocess.run(["scripts/build-images.sh"], check=True)
     if docker.is_up():
         docker.down()
-    cluster = docker.up(OWNERS)
-    yield cluster
-    docker.down()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PROMETHEUS_PORT", str(free_port()))  # a local cluster may hold the default
+        cluster = docker.up(OWNERS)
+        yield cluster
+        docker.down()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +81,11 @@ def run_scenario(engine: docker_sdk.DockerClient, name: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def test_one_container_per_player_plus_the_driver(compose_cluster, engine):
+def test_one_container_per_player_plus_the_driver_and_monitoring(compose_cluster, engine):
     listed = engine.containers.list(filters={"label": f"com.docker.compose.project={docker.PROJECT}"})
     services = sorted(c.labels["com.docker.compose.service"] for c in listed)
-    assert services == sorted([p.name for p in compose_cluster.players] + ["driver"])
+    monitoring = ["prometheus", *(["grafana"] if engine.images.list(name=docker.GRAFANA_IMAGE) else [])]
+    assert services == sorted([p.name for p in compose_cluster.players] + ["driver", *monitoring])
     assert all(c.status == "running" for c in listed)
 
 
@@ -85,18 +100,49 @@ def test_each_shard_is_visible_only_inside_its_owner(compose_cluster, engine):
     for owner in compose_cluster.data_owners:
         exit_code, listing = container(engine, owner.name).exec_run(["ls", "/data"])
         assert exit_code == 0 and listing.decode().split() == ["train.tfrecord"]
-    _, found = container(engine, "driver").exec_run(["sh", "-c", "find / -xdev -name '*.tfrecord' 2>/dev/null; ls /data 2>&1"])
+    _, found = container(engine, "driver").exec_run(["sh", "-c", "find / -xdev -name '*.tfrecord' 2>/dev/null; ls -A /data 2>&1"])
     assert ".tfrecord" not in found.decode()
-    assert "No such file" in found.decode()
+    assert found.decode().strip() == ""  # and the image's empty /data is all there is
 
 
 def test_secure_training_end_to_end_in_containers(compose_cluster, engine):
-    argv = ["fl", "train", "--aggregation", "additive", "--epochs", "10", "--config", docker.CLUSTER_FILE_IN_CONTAINER]
-    exit_code, output = container(engine, "driver").exec_run([*argv, "--json", "results/docker-test-train.json"])
-    assert exit_code == 0, output.decode()[-2000:]
-    summary = json.loads((REPO / "results" / "docker-test-train.json").read_text())
+    summary = train_in_driver(engine, 10, "docker-test-train.json")
     assert summary["backend"] == "docker" and summary["rounds"] == 10
     assert summary["test_accuracy"] >= 0.9
+
+
+def train_in_driver(engine: docker_sdk.DockerClient, epochs: int, json_name: str) -> dict:
+    argv = ["fl", "train", "--aggregation", "additive", "--epochs", str(epochs), "--config", docker.CLUSTER_FILE_IN_CONTAINER]
+    exit_code, output = container(engine, "driver").exec_run([*argv, "--json", f"results/{json_name}"])
+    assert exit_code == 0, output.decode()[-2000:]
+    return json.loads((REPO / "results" / json_name).read_text())
+
+
+def test_prometheus_answers_every_dashboard_query_in_containers(compose_cluster):
+    url = compose_cluster.extra["metrics"]["prometheus"]
+    wait_for(url, "sum(fl_rounds_completed_total) >= 10")
+    empty = [f"{title}: {expr}" for title, expr in dashboard_queries() if not query(url, expr)]
+    assert empty == []
+    own = query(url, 'fl_player_info{wire_bytes="own_namespace"}')
+    assert {sample["metric"]["player"] for sample in own} == {p.name for p in compose_cluster.players}
+
+
+def test_owner_wire_bytes_per_round_are_what_the_protocol_sends(compose_cluster, engine):
+    url = compose_cluster.extra["metrics"]["prometheus"]
+    sent = 'sum(fl_player_network_transmit_bytes_total{{player="{}"}})'
+    time.sleep(5)  # idle, so the last scrape before `started` saw no training traffic
+    started = time.time()
+    summary = train_in_driver(engine, WIRE_ROUNDS, "docker-test-wire.json")
+    time.sleep(5)  # a scrape after the last round
+    ended = time.time()
+    report = {}
+    for owner in compose_cluster.data_owners:
+        wire = (value(url, sent.format(owner.name), ended) - value(url, sent.format(owner.name), started)) / WIRE_ROUNDS
+        expected = summary["expected_sent_bytes_per_round"][owner.name]
+        report[owner.name] = {"wire_bytes_per_round": wire, "protocol_bytes_per_round": expected, "ratio": wire / expected}
+    (REPO / "results" / "docker-test-wire-report.json").write_text(json.dumps(report, indent=2) + "\n")
+    for owner, numbers in report.items():
+        assert WIRE_MARGIN[0] <= numbers["ratio"] <= WIRE_MARGIN[1], f"{owner}: {numbers}"
 
 
 def test_secure_average_equals_plaintext_across_containers(compose_cluster, engine):

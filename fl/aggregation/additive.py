@@ -23,6 +23,7 @@ from fl import secure_random
 from fl.aggregation import fixedpoint
 from fl.aggregation.base import Aggregation
 from fl.cluster import Player
+from fl.phases import PhaseClock
 
 SEED_BYTES = 4 * secure_random.SEED_WORDS
 RING_ELEMENT_BYTES = 8
@@ -52,18 +53,23 @@ class AdditiveSecureAverage(Aggregation):
     def capacity(self, inputs: int) -> float:
         return fixedpoint.capacity(self.fractional_bits, inputs)
 
-    def aggregate(self, updates: Mapping[Player, tf.Tensor]) -> tf.Tensor:
+    def aggregate(self, updates: Mapping[Player, tf.Tensor], clock: PhaseClock | None = None) -> tf.Tensor:
         secure_random.require()
+        clock = clock or PhaseClock()
         held: dict[Player, list[tf.Tensor]] = {player: [] for player in self.compute_players}
         for owner, update in updates.items():
             for holder, share in self.share(owner, update).items():
                 held[holder].append(share)
+        clock.lap("sharing")
         partial_sums = []
         for player, shares in held.items():
             with tf.device(player.device_name):
                 partial_sums.append(tf.add_n(shares))
+        clock.lap("aggregation")
         with tf.device(self.output_receiver.device_name):
-            return fixedpoint.decode_mean(tf.add_n(partial_sums), self.fractional_bits, len(updates))
+            mean = fixedpoint.decode_mean(tf.add_n(partial_sums), self.fractional_bits, len(updates))
+        clock.lap("reveal")
+        return mean
 
     def share(self, owner: Player, update: tf.Tensor) -> dict[Player, tf.Tensor]:
         """Split `owner`'s update into one share per compute player, each on its holder's device."""

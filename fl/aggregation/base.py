@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from fl.cluster import Player
 from fl.errors import RangeError, UpdateMismatchError
+from fl.phases import PhaseClock
 
 OUT_OF_RANGE_POLICIES = ("clip", "refuse")
 
@@ -84,11 +85,17 @@ class Aggregation(ABC):
         return BoundedUpdates(bounded, clipped)
 
     @abstractmethod
-    def aggregate(self, updates: Mapping[Player, tf.Tensor]) -> tf.Tensor:
-        """The mean of `updates`, as a float32 tensor on the output receiver's device."""
+    def aggregate(self, updates: Mapping[Player, tf.Tensor], clock: PhaseClock | None = None) -> tf.Tensor:
+        """The mean of `updates`, as a float32 tensor on the output receiver's device.
+
+        `clock` is charged with the sharing, aggregation and reveal phases as they end.
+        """
 
     def expected_bytes(self, owners: list[Player], size: int) -> dict[str, int]:
-        """Bytes each player sends per round by the protocol itself (payload, no framing)."""
+        """Bytes each player sends per round by the protocol itself (payload, no framing).
+
+        Players whose share of the traffic the protocol does not fix in advance are left out.
+        """
         return {}
 
     def __repr__(self) -> str:

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from fl.aggregation.base import Aggregation
 from fl.cluster import Player
+from fl.phases import PhaseClock
 
 FLOAT32_BYTES = 4
 
@@ -17,9 +18,14 @@ class PlaintextAverage(Aggregation):
 
     name = "plaintext"
 
-    def aggregate(self, updates: Mapping[Player, tf.Tensor]) -> tf.Tensor:
+    def aggregate(self, updates: Mapping[Player, tf.Tensor], clock: PhaseClock | None = None) -> tf.Tensor:
+        clock = clock or PhaseClock()
         with tf.device(self.output_receiver.device_name):
-            return tf.add_n(list(updates.values())) / float(len(updates))
+            received = [tf.identity(update) for update in updates.values()]
+            clock.lap("sharing")
+            mean = tf.add_n(received) / float(len(received))
+        clock.lap("aggregation")
+        return mean
 
     def expected_bytes(self, owners: list[Player], size: int) -> dict[str, int]:
         return {owner.name: FLOAT32_BYTES * size for owner in owners}

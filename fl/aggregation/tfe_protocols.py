@@ -14,12 +14,17 @@ import tensorflow as tf
 import tf_encrypted as tfe
 
 from fl import secure_random
+from fl.aggregation.additive import SEED_BYTES
 from fl.aggregation.base import Aggregation
 from fl.cluster import Player
+from fl.phases import PhaseClock
 
 
 class TfeProtocolAverage(Aggregation):
     """Shared logic of the tfe-protocol averages; subclasses say which protocol and servers."""
+
+    shared_seeds: int
+    shared_vectors: int
 
     def __init__(self, servers: Sequence[Player], output_receiver: Player, value_range: float, out_of_range: str) -> None:
         super().__init__(output_receiver, value_range, out_of_range)
@@ -44,11 +49,14 @@ class TfeProtocolAverage(Aggregation):
         config = self.protocol.fixedpoint_config
         return float(config.scaling_base**config.precision_integral) / inputs
 
-    def aggregate(self, updates: Mapping[Player, tf.Tensor]) -> tf.Tensor:
+    def aggregate(self, updates: Mapping[Player, tf.Tensor], clock: PhaseClock | None = None) -> tf.Tensor:
         secure_random.require()
+        clock = clock or PhaseClock()
         tfe.set_protocol(self.protocol)
         private = [tfe.define_private_input(owner.name, lambda update=update: update) for owner, update in updates.items()]
+        clock.lap("sharing")
         mean = tfe.add_n(private) * (1.0 / len(private))
+        clock.lap("aggregation")
         received: list[tf.Tensor] = []
 
         def receive(revealed: tf.Tensor) -> None:
@@ -56,7 +64,24 @@ class TfeProtocolAverage(Aggregation):
             received.append(tf.cast(revealed, tf.float32))
 
         tfe.define_output(self.output_receiver.name, mean, receive)
+        clock.lap("reveal")
         return received[0]
+
+    def element_bytes(self) -> int:
+        """Bytes of one shared ring element: tfe's int100 is several native residues, int64 one."""
+        sample = self.factory.sample_uniform([1])
+        backing = getattr(sample, "backing", None) or [sample.value]
+        return sum(part.dtype.size for part in backing)
+
+    @property
+    def factory(self):
+        raise NotImplementedError
+
+    def expected_bytes(self, owners: list[Player], size: int) -> dict[str, int]:
+        """Each owner's sharing (`shared_seeds` seeds, `shared_vectors` full shares); the servers' traffic
+        depends on tfe's truncation and reveal internals, so it is not stated."""
+        vector = self.element_bytes() * size
+        return {owner.name: self.shared_seeds * SEED_BYTES + self.shared_vectors * vector for owner in owners}
 
 
 class PondSecureAverage(TfeProtocolAverage):
@@ -75,6 +100,13 @@ class PondSecureAverage(TfeProtocolAverage):
         if len(servers) != 2:
             raise ValueError(f"Pond needs exactly 2 servers, got {len(servers)}")
         super().__init__([*servers, crypto_producer], output_receiver, value_range, out_of_range)
+
+    # tfe's Pond._share: one seed to one server, the masked secret to the other
+    shared_seeds, shared_vectors = 1, 1
+
+    @property
+    def factory(self):
+        return self.protocol.tensor_factory
 
     def make_protocol(self) -> tfe.protocol.Protocol:
         server_0, server_1, producer = self.servers
@@ -101,6 +133,13 @@ class ABY3SecureAverage(TfeProtocolAverage):
         if len(servers) != 3:
             raise ValueError(f"ABY3 needs exactly 3 servers, got {len(servers)}")
         super().__init__(servers, output_receiver, value_range, out_of_range)
+
+    # tfe's ABY3._share: two seeds to two servers each, the masked secret to two servers
+    shared_seeds, shared_vectors = 4, 2
+
+    @property
+    def factory(self):
+        return self.protocol.default_factory
 
     def make_protocol(self) -> tfe.protocol.Protocol:
         return tfe.protocol.ABY3(*(server.name for server in self.servers))

@@ -3,7 +3,8 @@
 The Compose file is rendered from the same player list as the local backend, so
 names and roles agree with the cluster file. Players sit on an internal network
 with no published ports; each data owner's shard lives in its own volume, which
-no other container mounts.
+no other container mounts. Prometheus joins the players' network to scrape them
+and a second network to publish its port (and Grafana's) on the host's loopback.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fl.backends.local import player_names
 from fl.cluster import DATA_OWNER, MODEL_OWNER, Cluster, Player
 from fl.data.datasets import SCHEMAS
 from fl.errors import FLError
+from fl.metrics import prometheus
 
 PROJECT = "fl-testbed"
 PLAYER_PORT = 7000
@@ -26,6 +28,12 @@ IMAGE = "fl-testbed"
 CLUSTER_FILE_IN_CONTAINER = "/etc/fl/cluster.json"
 DATA_DIR_IN_CONTAINER = "/data"
 NETWORK = "players"
+MONITORING_NETWORK = "monitoring"
+METRICS_PORT = 9400
+DRIVER_METRICS_FILE = "/tmp/fl-metrics/driver.prom"
+PROMETHEUS_PORT = 9090
+GRAFANA_PORT = 3000
+GRAFANA_IMAGE = "grafana/grafana-oss:11.3.0"
 
 
 def compose_command() -> list[str]:
@@ -47,11 +55,17 @@ def container_cluster(owners: int, dataset: dict) -> Cluster:
         Player(name, f"{name}:{PLAYER_PORT}", role, index, DATA_DIR_IN_CONTAINER)
         for index, (name, role) in enumerate(player_names(owners))
     ]
-    cluster = Cluster(players=players, backend="docker", extra={"dataset": dataset})
+    metrics = {
+        "players": {player.name: f"{player.name}:{METRICS_PORT}" for player in players},
+        "driver": f"driver:{METRICS_PORT}",
+        "driver_textfile": DRIVER_METRICS_FILE,
+        "prometheus": f"http://127.0.0.1:{os.environ.get('PROMETHEUS_PORT', PROMETHEUS_PORT)}",
+    }
+    cluster = Cluster(players=players, backend="docker", extra={"dataset": dataset, "metrics": metrics})
     return Cluster.from_dict(cluster.to_dict())
 
 
-def render_compose(cluster: Cluster, image: str = IMAGE) -> dict:
+def render_compose(cluster: Cluster, image: str = IMAGE, grafana: bool = False) -> dict:
     """Paths are relative to compose/; the driver runs as the host user so results/ stays theirs."""
     cluster_mount = f"./cluster.json:{CLUSTER_FILE_IN_CONTAINER}:ro"
     dataset = cluster.extra["dataset"]
@@ -93,15 +107,46 @@ def render_compose(cluster: Cluster, image: str = IMAGE) -> dict:
         "networks": [NETWORK],
         "user": "${FL_UID:-1000}:${FL_GID:-1000}",
         "volumes": [cluster_mount, "../results:/home/fl/results"],
+        "entrypoint": ["fl", "driver-metrics", "--config", CLUSTER_FILE_IN_CONTAINER],
         "depends_on": {player.name: {"condition": "service_healthy"} for player in cluster.players},
     }
+    services.update(render_monitoring(image, grafana))
+    volumes["prometheus-data"] = {}
     return {
         "services": services,
-        "networks": {NETWORK: {"internal": True}},
+        "networks": {NETWORK: {"internal": True}, MONITORING_NETWORK: {}},
         "volumes": volumes,
     }
 
 
+def render_monitoring(image: str, grafana: bool) -> dict[str, dict]:
+    """Prometheus on both networks, its API on the host's loopback; Grafana provisioned from dashboards/."""
+    ready = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PROMETHEUS_PORT}/-/ready', timeout=2)"
+    services = {
+        "prometheus": {
+            "image": f"{image}-prometheus",
+            "networks": [NETWORK, MONITORING_NETWORK],
+            "ports": [f"127.0.0.1:${{PROMETHEUS_PORT:-{PROMETHEUS_PORT}}}:{PROMETHEUS_PORT}"],
+            "volumes": ["./prometheus.yml:/etc/prometheus/prometheus.yml:ro", "prometheus-data:/prometheus"],
+            "healthcheck": {"test": ["CMD", "python3", "-c", ready], "interval": "3s", "timeout": "3s", "retries": 20},
+        }
+    }
+    if grafana:
+        services["grafana"] = {
+            "image": GRAFANA_IMAGE,
+            "networks": [MONITORING_NETWORK],
+            "ports": [f"127.0.0.1:${{GRAFANA_PORT:-{GRAFANA_PORT}}}:{GRAFANA_PORT}"],
+            "volumes": [
+                "../dashboards/provisioning:/etc/grafana/provisioning:ro",
+                "../dashboards:/var/lib/grafana/dashboards:ro",
+            ],
+            "environment": {"GF_AUTH_ANONYMOUS_ENABLED": "true", "GF_AUTH_ANONYMOUS_ORG_ROLE": "Viewer"},
+            "depends_on": {"prometheus": {"condition": "service_healthy"}},
+        }
+    return services
+
+
+IMAGE_TARGETS = ("player", "driver", "prometheus")
 COMPOSE_DIR = Path("compose")  # the rendered compose.yaml and cluster.json
 
 
@@ -119,17 +164,28 @@ def up(owners: int, dataset_name: str = "digits", seed: int = 0) -> Cluster:
     """Render the project, start every container, return once all players are healthy."""
     if not engine_answers():
         raise FLError("no Docker engine answers: start Docker, or use --backend local")
-    if dataset_name not in SCHEMAS:
-        raise FLError(f"the docker backend prepares {', '.join(SCHEMAS)} inside the owners; {dataset_name!r} is not one")
-    missing = [f"{IMAGE}-{target}" for target in ("player", "driver") if not _image_exists(f"{IMAGE}-{target}")]
+    dataset = dataset_settings(dataset_name, seed)
+    missing = [f"{IMAGE}-{target}" for target in IMAGE_TARGETS if not _image_exists(f"{IMAGE}-{target}")]
     if missing:
         raise FLError(f"image(s) {', '.join(missing)} not built: run `make images` first")
-    dataset = {"name": dataset_name, **SCHEMAS[dataset_name], "partition": "iid", "alpha": 0.5, "seed": seed}
     directory = COMPOSE_DIR
-    write_project(directory, owners, dataset)
+    grafana = _image_exists(GRAFANA_IMAGE)
+    if not grafana:
+        print(
+            f"monitoring: NO GRAFANA ({GRAFANA_IMAGE} is not here and cannot be pulled; Debian ships no Grafana): "
+            "Prometheus answers every dashboard query; import dashboards/*.json into any Grafana"
+        )
+    write_project(directory, owners, dataset, grafana=grafana)
     Path("results").mkdir(exist_ok=True)
     compose(directory, "up", "-d", "--remove-orphans")
     return Cluster.load(directory / "cluster.json")
+
+
+def dataset_settings(dataset_name: str, seed: int = 0) -> dict:
+    """What each owner container needs to prepare its own shard (SIMULATION ONLY)."""
+    if dataset_name not in SCHEMAS:
+        raise FLError(f"the docker backend prepares {', '.join(SCHEMAS)} inside the owners; {dataset_name!r} is not one")
+    return {"name": dataset_name, **SCHEMAS[dataset_name], "partition": "iid", "alpha": 0.5, "seed": seed}
 
 
 def status() -> list[dict]:
@@ -187,12 +243,13 @@ def _image_exists(image: str) -> bool:
     return subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0
 
 
-def write_project(directory: Path, owners: int, dataset: dict, image: str = IMAGE) -> Path:
-    """Write the cluster file and compose.yaml for `owners` data owners; return the compose file."""
+def write_project(directory: Path, owners: int, dataset: dict, image: str = IMAGE, grafana: bool = False) -> Path:
+    """Write the cluster file, prometheus.yml and compose.yaml for `owners` data owners; return the compose file."""
     directory.mkdir(parents=True, exist_ok=True)
     cluster = container_cluster(owners, dataset)
     cluster.save(directory / "cluster.json")
-    compose = render_compose(cluster, image)
+    prometheus.write_scrape_config(cluster, directory / "prometheus.yml")
+    compose = render_compose(cluster, image, grafana)
     path = directory / "compose.yaml"
     header = f"# Rendered by `fl up --backend docker --owners {owners}`; edit fl/backends/docker.py instead.\n"
     path.write_text(header + yaml.safe_dump(compose, sort_keys=False))

@@ -14,9 +14,13 @@ from pathlib import Path
 
 from fl.cluster import COMPUTE_SERVER, DATA_OWNER, MODEL_OWNER, Cluster, Player, probe
 from fl.errors import FLError, PlayerUnreachableError
+from fl.metrics import prometheus
 
 DEFAULT_STATE_DIR = Path(".fl")
 COMPUTE_SERVER_NAMES = ("server0", "server1", "server2")  # tfe's default names
+DRIVER_METRICS = "driver-metrics"
+PROMETHEUS = "prometheus"
+PROMETHEUS_PORT = 9090
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,14 @@ class StateDir:
 
     def player_dir(self, name: str) -> Path:
         return self.root / "players" / name
+
+    @property
+    def driver_metrics_file(self) -> Path:
+        return (self.root / "metrics" / "driver.prom").resolve()
+
+    @property
+    def prometheus_dir(self) -> Path:
+        return self.root / "prometheus"
 
 
 def player_names(owners: int) -> list[tuple[str, str]]:
@@ -66,31 +78,39 @@ def up(owners: int, state: StateDir, insecure_randomness: bool = False, timeout:
     if state.pids_file.exists() and any(_alive(pid) for pid in _read_pids(state).values()):
         raise FLError(f"a local cluster is already running from {state.root}; stop it with `fl down` first")
     names = player_names(owners)
-    ports = _free_ports(len(names))
+    ports = _free_ports(2 * len(names) + 2)
     players = []
     for index, ((name, role), port) in enumerate(zip(names, ports)):
         data_dir = state.player_dir(name).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         players.append(Player(name, f"127.0.0.1:{port}", role, index, str(data_dir)))
-    cluster = Cluster(players=players, backend="local")
+    metrics_ports = ports[len(names) :]
+    prometheus_port = PROMETHEUS_PORT if _port_free(PROMETHEUS_PORT) else metrics_ports[-1]
+    metrics = {
+        "players": {player.name: f"127.0.0.1:{port}" for player, port in zip(players, metrics_ports)},
+        "driver": f"127.0.0.1:{metrics_ports[len(names)]}",
+        "driver_textfile": str(state.driver_metrics_file),
+        "prometheus": f"http://127.0.0.1:{prometheus_port}",
+    }
+    cluster = Cluster(players=players, backend="local", extra={"metrics": metrics})
     Cluster.from_dict(cluster.to_dict())  # same validation as any cluster file
     cluster.save(state.cluster_file)
+    fl_command = [sys.executable, "-m", "fl"]
     pids = {}
     for player in players:
-        log = state.log_file(player.name)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "fl", "player", player.name, "--config", str(state.cluster_file)]
+        command = [*fl_command, "player", player.name, "--config", str(state.cluster_file)]
         if insecure_randomness:
             command.append("--insecure-randomness")
-        with open(log, "ab") as log_stream:
-            process = subprocess.Popen(
-                command,
-                stdout=log_stream,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=state.player_dir(player.name),
-            )
-        pids[player.name] = process.pid
+        pids[player.name] = _spawn(command, state, player.name, cwd=state.player_dir(player.name))
+    pids[DRIVER_METRICS] = _spawn([*fl_command, "driver-metrics", "--config", str(state.cluster_file)], state, DRIVER_METRICS)
+    if prometheus.binary() is None:
+        print("local backend: NO PROMETHEUS: `make install` unpacks Debian's; players still export /metrics", flush=True)
+    else:
+        config = prometheus.write_scrape_config(cluster, state.prometheus_dir / "prometheus.yml")
+        listen = f"127.0.0.1:{prometheus_port}"
+        pids[PROMETHEUS] = _spawn(
+            prometheus.command(config.resolve(), (state.prometheus_dir / "data").resolve(), listen), state, PROMETHEUS
+        )
     state.pids_file.write_text(json.dumps(pids, indent=2))
     try:
         wait_until_ready(cluster, state, timeout)
@@ -98,6 +118,19 @@ def up(owners: int, state: StateDir, insecure_randomness: bool = False, timeout:
         down(state)
         raise
     return cluster
+
+
+def _spawn(command: list[str], state: StateDir, name: str, cwd: Path | None = None) -> int:
+    log = state.log_file(name)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as log_stream:
+        process = subprocess.Popen(command, stdout=log_stream, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
+    return process.pid
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 def wait_until_ready(cluster: Cluster, state: StateDir, timeout: float) -> None:
