@@ -15,13 +15,15 @@ DATASET ?= digits
 STATE_DIR ?= .fl
 RESULTS ?= results
 
-.PHONY: install images up train down status logs test lint clean
+BENCH ?= quick
+
+.PHONY: install images up train bench down status logs test lint clean
 
 install:
 	./scripts/install-system-packages.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,bench]"
 	# tfe declares a bare `tensorflow` dependency that would pull a TF it cannot import on
 	$(BIN)/pip install -q --no-deps tf-encrypted==$(TFE_VERSION)
 	$(BIN)/python -m fl.secure_random.build
@@ -38,6 +40,9 @@ up: $(if $(filter docker,$(RESOLVED_BACKEND)),images)
 train:
 	$(FL) train --aggregation $(AGGREGATION) --epochs $(EPOCHS) --state-dir $(STATE_DIR) --config $(STATE_DIR)/cluster.json \
 		--json $(RESULTS)/train-$(AGGREGATION).json
+
+bench:
+	$(FL) bench --mode $(BENCH) --out $(RESULTS)/bench
 
 down:
 	$(FL) down --state-dir $(STATE_DIR)

@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     _config_flag(split)
     split.set_defaults(run=_split)
 
+    bench = commands.add_parser("bench", help="latency and bytes of each aggregation vs plaintext (local backend)")
+    bench.add_argument("--mode", choices=["quick", "full"], default="quick", help="quick: a few minutes on 2 cores")
+    bench.add_argument("--out", type=Path, default=Path("results/bench"))
+    bench.set_defaults(run=_bench)
+
     train = commands.add_parser("train", help="federated training on the running cluster")
     from fl.train import AGGREGATIONS, DEFAULT_AGGREGATION
 
@@ -177,6 +182,19 @@ def _split(args) -> None:
         cluster.extra["dataset"] = meta
         cluster.save(args.config)
     print(json.dumps(meta["train_examples"]), f"test examples on {cluster.model_owner.name}: {meta['test_examples']}")
+
+
+def _bench(args) -> None:
+    from dataclasses import asdict
+
+    from fl.bench import report, sweep
+
+    settings = sweep.QUICK if args.mode == "quick" else sweep.FULL
+    print(f"bench ({args.mode}): {settings}")
+    rows = sweep.run(settings)
+    outputs = report.write(rows, {"mode": args.mode, **asdict(settings)}, args.out)
+    print(report.markdown(report.with_ratios(rows)))
+    print("wrote " + ", ".join(str(path) for path in outputs.values()))
 
 
 def _train(args) -> int | None:

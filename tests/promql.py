@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 import urllib.parse
 import urllib.request
@@ -20,6 +21,11 @@ def query(prometheus: str, expr: str, at: float | None = None) -> list[dict]:
         answer = json.load(response)
     assert answer["status"] == "success", answer
     return answer["data"]["result"]
+
+
+def has_data(result: list[dict]) -> bool:
+    """At least one series with a number (a rate over an idle window is NaN: nothing to plot)."""
+    return any(math.isfinite(float(sample["value"][1])) for sample in result)
 
 
 def value(prometheus: str, expr: str, at: float | None = None) -> float:

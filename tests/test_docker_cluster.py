@@ -15,7 +15,7 @@ from pathlib import Path
 import docker as docker_sdk
 import pytest
 from docker.models.containers import Container
-from promql import dashboard_queries, query, value, wait_for
+from promql import dashboard_queries, has_data, query, value, wait_for
 
 from fl.backends import docker
 from fl.cluster import Cluster
@@ -121,7 +121,7 @@ def train_in_driver(engine: docker_sdk.DockerClient, epochs: int, json_name: str
 def test_prometheus_answers_every_dashboard_query_in_containers(compose_cluster):
     url = compose_cluster.extra["metrics"]["prometheus"]
     wait_for(url, "sum(fl_rounds_completed_total) >= 10")
-    empty = [f"{title}: {expr}" for title, expr in dashboard_queries() if not query(url, expr)]
+    empty = [f"{title}: {expr}" for title, expr in dashboard_queries() if not has_data(query(url, expr))]
     assert empty == []
     own = query(url, 'fl_player_info{wire_bytes="own_namespace"}')
     assert {sample["metric"]["player"] for sample in own} == {p.name for p in compose_cluster.players}

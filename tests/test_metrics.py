@@ -6,7 +6,7 @@ import subprocess
 import urllib.request
 
 import pytest
-from promql import dashboard_queries, query, wait_for
+from promql import dashboard_queries, has_data, query, wait_for
 
 from fl.backends.local import StateDir
 from fl.cluster import Cluster
@@ -17,12 +17,12 @@ from fl.metrics.training import TrainingMetrics
 from fl.rounds import RoundResult
 from fl.train import TrainSettings, train
 
-ROUNDS = 3
+ROUNDS = 10  # a few seconds: Prometheus (every 2 s) sees the run in progress
 
 
 @pytest.fixture(scope="module")
 def scraped_run(cluster_state: StateDir, cluster) -> tuple[Cluster, str]:
-    """A 3-round additive training run that Prometheus has scraped to the end."""
+    """A short additive training run that Prometheus has scraped to the end."""
     loaded = Cluster.load(cluster_state.cluster_file)
     url = loaded.extra["metrics"]["prometheus"]
     wait_for(url, 'up{job="driver"} == 1')
@@ -30,6 +30,7 @@ def scraped_run(cluster_state: StateDir, cluster) -> tuple[Cluster, str]:
     done = ROUNDS + (float(before[0]["value"][1]) if before else 0)
     train(str(cluster_state.cluster_file), TrainSettings(epochs=ROUNDS, verbose=0))
     wait_for(url, f"sum(fl_rounds_completed_total) >= {done} and sum(fl_model_accuracy{{data='test'}}) > 0")
+    wait_for(url, "count_over_time(sum(fl_rounds_completed_total)[1m:2s]) >= 3")
     return loaded, url
 
 
@@ -47,7 +48,7 @@ def test_prometheus_scrapes_every_player_and_the_driver(scraped_run):
 
 def test_every_dashboard_query_returns_data_but_wire_bytes_on_the_local_backend(scraped_run):
     cluster, url = scraped_run
-    empty = [(title, expr) for title, expr in dashboard_queries() if not query(url, expr)]
+    empty = [(title, expr) for title, expr in dashboard_queries() if not has_data(query(url, expr))]
     # the players share the host's interfaces here: no per-player wire counter, and each player says why
     assert [expr for _, expr in empty] == [expr for _, expr in dashboard_queries() if "network_transmit" in expr]
     shared = query(url, 'fl_player_info{wire_bytes="shared_host"}')

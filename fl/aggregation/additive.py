@@ -90,6 +90,9 @@ class AdditiveSecureAverage(Aggregation):
             shares[keeper] = tf.identity(residual)
         return shares
 
+    def element_bytes(self) -> int:
+        return RING_ELEMENT_BYTES
+
     def expected_bytes(self, owners: list[Player], size: int) -> dict[str, int]:
         vector = RING_ELEMENT_BYTES * size
         sent = {player.name: vector for player in self.compute_players if player != self.output_receiver}

@@ -98,5 +98,13 @@ class Aggregation(ABC):
         """
         return {}
 
+    def minimum_sent_bytes(self, size: int) -> int:
+        """Least any owner can send: its update once, as one vector of this aggregation's encoding."""
+        return self.element_bytes() * size
+
+    def element_bytes(self) -> int:
+        """Bytes of one encoded update value on the wire."""
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(output_receiver={self.output_receiver.name}, value_range={self.value_range:g})"

@@ -27,5 +27,8 @@ class PlaintextAverage(Aggregation):
         clock.lap("aggregation")
         return mean
 
+    def element_bytes(self) -> int:
+        return FLOAT32_BYTES
+
     def expected_bytes(self, owners: list[Player], size: int) -> dict[str, int]:
         return {owner.name: FLOAT32_BYTES * size for owner in owners}

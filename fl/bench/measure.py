@@ -1,0 +1,100 @@
+"""One cluster's measurements: round latency and bytes of each aggregation at each update size.
+
+Runs as the driver of one cluster (TensorFlow allows one per process), so the sweep
+starts it once per number of data owners and reads one JSON line per measurement.
+A round here is the aggregation alone (range check, sharing, secure sum, reveal) on
+updates that already sit on the owners, so model training does not blur the cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import urllib.request
+
+import numpy as np
+import tensorflow as tf
+from prometheus_client.parser import text_string_to_metric_families
+
+from fl.cluster import Cluster
+from fl.connection import connect
+from fl.train import make_aggregation
+
+UPDATE_RANGE = 4.0
+
+
+def owner_updates(cluster: Cluster, size: int) -> dict:
+    updates = {}
+    for index, owner in enumerate(cluster.data_owners):
+        with tf.device(owner.device_name):
+            updates[owner] = tf.random.stateless_uniform([size], seed=[index, size], minval=-UPDATE_RANGE, maxval=UPDATE_RANGE)
+    return updates
+
+
+def wire_sent_bytes(cluster: Cluster) -> dict[str, float] | None:
+    """Each data owner's transmitted bytes from its own exporter; None where players share the host's interfaces."""
+    if cluster.backend != "docker":
+        return None
+    sent = {}
+    for owner in cluster.data_owners:
+        address = cluster.extra["metrics"]["players"][owner.name]
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        families = {family.name: family for family in text_string_to_metric_families(text)}
+        if "fl_player_network_transmit_bytes" not in families:
+            return None
+        sent[owner.name] = sum(sample.value for sample in families["fl_player_network_transmit_bytes"].samples)
+    return sent
+
+
+def measure(cluster: Cluster, aggregation_name: str, size: int, rounds: int, warmup: int) -> dict:
+    aggregation = make_aggregation(aggregation_name, cluster, value_range=2 * UPDATE_RANGE)
+    updates = owner_updates(cluster, size)
+    owners = cluster.data_owners
+    seconds = []
+    before = None
+    for index in range(warmup + rounds):
+        if index == warmup:
+            before = wire_sent_bytes(cluster)
+        started = time.perf_counter()
+        mean = aggregation.aggregate(aggregation.bound(updates).updates)
+        with tf.device(aggregation.output_receiver.device_name):
+            checksum = tf.reduce_sum(mean)
+        float(checksum)  # the round is over once the receiver holds the mean
+        if index >= warmup:
+            seconds.append(time.perf_counter() - started)
+    after = wire_sent_bytes(cluster)
+    protocol = aggregation.expected_bytes(owners, size)
+    wire = None if before is None or after is None else {name: (after[name] - before[name]) / rounds for name in before}
+    return {
+        "aggregation": aggregation_name,
+        "owners": len(owners),
+        "size": size,
+        "rounds": rounds,
+        "median_seconds": statistics.median(seconds),
+        "p95_seconds": float(np.percentile(seconds, 95)),
+        "protocol_bytes_per_owner": statistics.fmean(protocol[o.name] for o in owners),
+        "minimum_bytes_per_owner": aggregation.minimum_sent_bytes(size),
+        "wire_bytes_per_owner": None if wire is None else statistics.fmean(wire.values()),
+        "backend": cluster.backend,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="measure aggregations on one running cluster; prints one JSON line each")
+    parser.add_argument("cluster_file")
+    parser.add_argument("--aggregations", nargs="+", required=True)
+    parser.add_argument("--sizes", nargs="+", type=int, required=True)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    args = parser.parse_args(argv)
+    cluster = connect(args.cluster_file)
+    for size in args.sizes:
+        for aggregation in args.aggregations:
+            print(json.dumps(measure(cluster, aggregation, size, args.rounds, args.warmup)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

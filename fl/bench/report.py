@@ -1,0 +1,84 @@
+"""The benchmark's outputs: JSON, a Markdown table with secure/plaintext ratios, and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+PLAINTEXT = "plaintext"
+
+
+def with_ratios(rows: list[dict]) -> list[dict]:
+    """Each row plus its median latency over plaintext's at the same owners and size, from the same run."""
+    baseline = {(r["owners"], r["size"]): r["median_seconds"] for r in rows if r["aggregation"] == PLAINTEXT}
+    return [{**row, "latency_vs_plaintext": row["median_seconds"] / baseline[(row["owners"], row["size"])]} for row in rows]
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| aggregation | owners | parameters | median s | p95 s | vs plaintext | protocol B/owner | min B/owner | wire B/owner |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["size"], r["owners"], r["aggregation"])):
+        wire = "n/a (shared host)" if r["wire_bytes_per_owner"] is None else f"{r['wire_bytes_per_owner']:,.0f}"
+        lines.append(
+            f"| {r['aggregation']} | {r['owners']} | {r['size']:,} | {r['median_seconds']:.4f} | {r['p95_seconds']:.4f} "
+            f"| {r['latency_vs_plaintext']:.2f}x | {r['protocol_bytes_per_owner']:,.0f} "
+            f"| {r['minimum_bytes_per_owner']:,} | {wire} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], directory: Path) -> list[Path]:
+    fewest = min(r["owners"] for r in rows)
+    largest = max(r["size"] for r in rows)
+    return [
+        _line_plot(
+            [r for r in rows if r["owners"] == fewest],
+            ("size", "update size (parameters)"),
+            ("median_seconds", "median round latency (s)"),
+            f"Round latency vs update size ({fewest} data owners)",
+            directory / "latency_vs_size.png",
+            log_x=True,
+        ),
+        _line_plot(
+            [r for r in rows if r["size"] == largest],
+            ("owners", "data owners"),
+            ("protocol_bytes_per_owner", "bytes sent per owner per round"),
+            f"Bytes per owner vs owners ({largest:,} parameters)",
+            directory / "bytes_vs_owners.png",
+        ),
+    ]
+
+
+def _line_plot(rows: list[dict], x: tuple[str, str], y: tuple[str, str], title: str, path: Path, log_x: bool = False) -> Path:
+    """One line per aggregation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for name in sorted({r["aggregation"] for r in rows}):
+        points = sorted((r[x[0]], r[y[0]]) for r in rows if r["aggregation"] == name)
+        axes.plot(*zip(*points), marker="o", label=name)
+    axes.set(xscale="log" if log_x else "linear", yscale="log", xlabel=x[1], ylabel=y[1], title=title)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def write(rows: list[dict], settings: dict, directory: Path) -> dict[str, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = with_ratios(rows)
+    outputs = {"json": directory / "bench.json", "markdown": directory / "bench.md"}
+    outputs["json"].write_text(json.dumps({"settings": settings, "results": rows}, indent=2) + "\n")
+    outputs["markdown"].write_text(
+        "# Secure aggregation vs plaintext\n\nOne aggregation round on updates already on the owners; "
+        "latency over repeated rounds after warm-up. Minimum: the update once, in the protocol's encoding.\n\n" + markdown(rows)
+    )
+    for path in plot(rows, directory):
+        outputs[path.stem] = path
+    return outputs
