@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -35,7 +36,8 @@ def _docker_answers() -> bool:
 @pytest.fixture(scope="session")
 def cluster_state(tmp_path_factory) -> StateDir:
     """Model owner, 3 data owners, 3 compute servers: one OS process each, with digits shards."""
-    state = StateDir(tmp_path_factory.mktemp("cluster"))
+    # relative, as `make up` passes .fl: players start in their own directories and must still find it
+    state = StateDir(Path(os.path.relpath(tmp_path_factory.mktemp("cluster"))))
     cluster = local.up(OWNERS, state)
     try:
         cluster.extra["dataset"] = write_shards(cluster, datasets.load("digits"))

@@ -29,6 +29,10 @@ class StateDir:
 
     root: Path
 
+    def __post_init__(self) -> None:
+        # players run in their own directories: every path handed to them must be absolute
+        object.__setattr__(self, "root", Path(self.root).resolve())
+
     @property
     def cluster_file(self) -> Path:
         return self.root / "cluster.json"
@@ -45,7 +49,7 @@ class StateDir:
 
     @property
     def driver_metrics_file(self) -> Path:
-        return (self.root / "metrics" / "driver.prom").resolve()
+        return self.root / "metrics" / "driver.prom"
 
     @property
     def prometheus_dir(self) -> Path:
@@ -81,7 +85,7 @@ def up(owners: int, state: StateDir, insecure_randomness: bool = False, timeout:
     ports = _free_ports(2 * len(names) + 2)
     players = []
     for index, ((name, role), port) in enumerate(zip(names, ports)):
-        data_dir = state.player_dir(name).resolve()
+        data_dir = state.player_dir(name)
         data_dir.mkdir(parents=True, exist_ok=True)
         players.append(Player(name, f"127.0.0.1:{port}", role, index, str(data_dir)))
     metrics_ports = ports[len(names) :]
@@ -108,9 +112,7 @@ def up(owners: int, state: StateDir, insecure_randomness: bool = False, timeout:
     else:
         config = prometheus.write_scrape_config(cluster, state.prometheus_dir / "prometheus.yml")
         listen = f"127.0.0.1:{prometheus_port}"
-        pids[PROMETHEUS] = _spawn(
-            prometheus.command(config.resolve(), (state.prometheus_dir / "data").resolve(), listen), state, PROMETHEUS
-        )
+        pids[PROMETHEUS] = _spawn(prometheus.command(config, state.prometheus_dir / "data", listen), state, PROMETHEUS)
     state.pids_file.write_text(json.dumps(pids, indent=2))
     try:
         wait_until_ready(cluster, state, timeout)

@@ -37,7 +37,7 @@ FULL = SweepSettings(owners=(3, 5, 8, 12, 16), sizes=(10_000, 100_000, 1_000_000
 def run(settings: SweepSettings, verbose: int = 1) -> list[dict]:
     """Every measurement of the sweep, on the local backend, with a Keras progress bar."""
     total = len(settings.owners) * len(settings.sizes) * len(settings.aggregations)
-    progress = tf.keras.utils.Progbar(total, verbose=verbose, unit_name="measurement")
+    progress = tf.keras.utils.Progbar(total, verbose=verbose, stateful_metrics=["owners"], unit_name="measurement")
     rows: list[dict] = []
     for owners in settings.owners:
         with tempfile.TemporaryDirectory(prefix=f"fl-bench-{owners}-") as root:
