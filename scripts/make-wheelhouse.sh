@@ -11,7 +11,8 @@ print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependenc
 PY
 # our own package goes to dist/ so a code change does not invalidate the image layer of the wheelhouse
 rm -rf dist "$out"/fl_testbed-*.whl
-"$python" -m pip wheel -q --no-deps -w dist .
+# a fixed timestamp makes the wheel byte-identical while the code is, so the image layers stay cached
+SOURCE_DATE_EPOCH=315532800 "$python" -m pip wheel -q --no-deps -w dist .
 "$python" -m pip download -q -d "$out" --no-deps tf-encrypted==0.9.1
 "$python" -m pip download -q -d "$out" -r "$out/requirements.txt"
 echo "wheelhouse: $(ls "$out" | wc -l) files, $(du -sh "$out" | cut -f1)"
