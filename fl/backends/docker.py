@@ -147,7 +147,7 @@ def render_monitoring(image: str, grafana: bool) -> dict[str, dict]:
 
 
 IMAGE_TARGETS = ("player", "driver", "prometheus")
-COMPOSE_DIR = Path("compose")  # the rendered compose.yaml and cluster.json
+COMPOSE_DIR = Path("compose")  # the rendered compose.yaml, cluster.json and prometheus.yml
 
 
 def is_up() -> bool:
