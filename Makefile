@@ -16,6 +16,8 @@ STATE_DIR ?= .fl
 RESULTS ?= results
 
 BENCH ?= quick
+BENCH_BACKEND ?= local
+PROFILES ?= lan
 
 .PHONY: install images up train bench down status logs test lint clean
 
@@ -42,7 +44,7 @@ train:
 		--json $(RESULTS)/train-$(AGGREGATION).json
 
 bench:
-	$(FL) bench --mode $(BENCH) --out $(RESULTS)/bench
+	$(FL) bench --mode $(BENCH) --backend $(BENCH_BACKEND) --profiles $(PROFILES) --out $(RESULTS)/bench
 
 down:
 	$(FL) down --state-dir $(STATE_DIR)

@@ -68,8 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     _config_flag(split)
     split.set_defaults(run=_split)
 
-    bench = commands.add_parser("bench", help="latency and bytes of each aggregation vs plaintext (local backend)")
+    bench = commands.add_parser("bench", help="latency and bytes of each aggregation vs plaintext")
     bench.add_argument("--mode", choices=["quick", "full"], default="quick", help="quick: a few minutes on 2 cores")
+    bench.add_argument("--backend", choices=["local", "docker"], default="local", help="docker: wire bytes, network profiles")
+    bench.add_argument("--profiles", nargs="+", default=["lan"], help="docker only: lan, wan, slow-wan (tc netem)")
+    bench.add_argument("--owners", type=int, nargs="+", help="override the mode's numbers of data owners")
+    bench.add_argument("--sizes", type=int, nargs="+", help="override the mode's update sizes")
     bench.add_argument("--out", type=Path, default=Path("results/bench"))
     bench.set_defaults(run=_bench)
 
@@ -185,11 +189,15 @@ def _split(args) -> None:
 
 
 def _bench(args) -> None:
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from fl.bench import report, sweep
 
-    settings = sweep.QUICK if args.mode == "quick" else sweep.FULL
+    settings = replace(sweep.QUICK if args.mode == "quick" else sweep.FULL, backend=args.backend, profiles=tuple(args.profiles))
+    if args.owners:
+        settings = replace(settings, owners=tuple(args.owners))
+    if args.sizes:
+        settings = replace(settings, sizes=tuple(args.sizes))
     print(f"bench ({args.mode}): {settings}")
     rows = sweep.run(settings)
     outputs = report.write(rows, {"mode": args.mode, **asdict(settings)}, args.out)

@@ -18,6 +18,7 @@ from docker.models.containers import Container
 from promql import dashboard_queries, has_data, query, value, wait_for
 
 from fl.backends import docker
+from fl.bench import netem
 from fl.cluster import Cluster
 
 pytestmark = pytest.mark.docker
@@ -143,6 +144,30 @@ def test_owner_wire_bytes_per_round_are_what_the_protocol_sends(compose_cluster,
     (REPO / "results" / "docker-test-wire-report.json").write_text(json.dumps(report, indent=2) + "\n")
     for owner, numbers in report.items():
         assert WIRE_MARGIN[0] <= numbers["ratio"] <= WIRE_MARGIN[1], f"{owner}: {numbers}"
+
+
+def test_bench_in_containers_measures_wire_bytes_and_feels_a_wan_profile(compose_cluster, engine):
+    driver = container(engine, "driver")
+    measure = ["python", "-m", "fl.bench.measure", docker.CLUSTER_FILE_IN_CONTAINER, "--aggregations", "additive"]
+
+    def measured() -> dict:
+        exit_code, output = driver.exec_run([*measure, "--sizes", "20000", "--rounds", "3"], demux=True)
+        assert exit_code == 0, (output[1] or b"").decode()[-2000:]
+        return json.loads(output[0].decode().strip().splitlines()[-1])
+
+    lan = measured()
+    try:
+        for player in compose_cluster.players:
+            netem.apply(docker.container_name(player.name), netem.PROFILES["wan"])
+        wan = measured()
+    finally:
+        for player in compose_cluster.players:
+            netem.apply(docker.container_name(player.name), netem.PROFILES["lan"])
+    for row in (lan, wan):
+        ratio = row["wire_bytes_per_owner"] / row["protocol_bytes_per_owner"]
+        assert WIRE_MARGIN[0] <= ratio <= WIRE_MARGIN[1], row
+    # a round crosses the network at least twice (shares, then partial sums): 2 x 25 ms more
+    assert wan["median_seconds"] > lan["median_seconds"] + 0.05, (lan, wan)
 
 
 def test_secure_average_equals_plaintext_across_containers(compose_cluster, engine):

@@ -10,19 +10,25 @@ PLAINTEXT = "plaintext"
 
 def with_ratios(rows: list[dict]) -> list[dict]:
     """Each row plus its median latency over plaintext's at the same owners and size, from the same run."""
-    baseline = {(r["owners"], r["size"]): r["median_seconds"] for r in rows if r["aggregation"] == PLAINTEXT}
-    return [{**row, "latency_vs_plaintext": row["median_seconds"] / baseline[(row["owners"], row["size"])]} for row in rows]
+
+    def key(row: dict) -> tuple:
+        return row["profile"], row["owners"], row["size"]
+
+    baseline = {key(r): r["median_seconds"] for r in rows if r["aggregation"] == PLAINTEXT}
+    return [{**row, "latency_vs_plaintext": row["median_seconds"] / baseline[key(row)]} for row in rows]
 
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| aggregation | owners | parameters | median s | p95 s | vs plaintext | protocol B/owner | min B/owner | wire B/owner |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| network | aggregation | owners | parameters | median s | p95 s | vs plaintext "
+        "| protocol B/owner | min B/owner | wire B/owner |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in sorted(rows, key=lambda r: (r["size"], r["owners"], r["aggregation"])):
+    for r in sorted(rows, key=lambda r: (r["profile"], r["size"], r["owners"], r["aggregation"])):
         wire = "n/a (shared host)" if r["wire_bytes_per_owner"] is None else f"{r['wire_bytes_per_owner']:,.0f}"
         lines.append(
-            f"| {r['aggregation']} | {r['owners']} | {r['size']:,} | {r['median_seconds']:.4f} | {r['p95_seconds']:.4f} "
+            f"| {r['profile']} | {r['aggregation']} | {r['owners']} | {r['size']:,} "
+            f"| {r['median_seconds']:.4f} | {r['p95_seconds']:.4f} "
             f"| {r['latency_vs_plaintext']:.2f}x | {r['protocol_bytes_per_owner']:,.0f} "
             f"| {r['minimum_bytes_per_owner']:,} | {wire} |"
         )
@@ -30,6 +36,8 @@ def markdown(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], directory: Path) -> list[Path]:
+    """On the first network profile measured (LAN unless the sweep skipped it)."""
+    rows = [r for r in rows if r["profile"] == rows[0]["profile"]]
     fewest = min(r["owners"] for r in rows)
     largest = max(r["size"] for r in rows)
     return [

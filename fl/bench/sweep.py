@@ -1,7 +1,8 @@
 """The benchmark sweep: one cluster per number of data owners, every aggregation and size on it.
 
 Each cluster is driven by its own `fl.bench.measure` process, because a process can
-drive only one TensorFlow cluster; the sweep reads its JSON lines as they come.
+drive only one TensorFlow cluster; the sweep reads its JSON lines as they come. On
+the docker backend that process runs in the driver container, once per network profile.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from fl.backends import local
+from fl.backends import docker, local
 from fl.backends.local import StateDir
+from fl.bench.netem import PROFILES
 from fl.errors import FLError
 from fl.train import AGGREGATIONS
 
@@ -28,6 +30,8 @@ class SweepSettings:
     aggregations: tuple[str, ...] = AGGREGATIONS
     rounds: int = 5
     warmup: int = 1
+    backend: str = "local"
+    profiles: tuple[str, ...] = ("lan",)
 
 
 QUICK = SweepSettings(owners=(3, 5, 8), sizes=(10_000, 100_000, 1_000_000), rounds=5)
@@ -35,29 +39,56 @@ FULL = SweepSettings(owners=(3, 5, 8, 12, 16), sizes=(10_000, 100_000, 1_000_000
 
 
 def run(settings: SweepSettings, verbose: int = 1) -> list[dict]:
-    """Every measurement of the sweep, on the local backend, with a Keras progress bar."""
-    total = len(settings.owners) * len(settings.sizes) * len(settings.aggregations)
+    """Every measurement of the sweep, with a Keras progress bar."""
+    if settings.backend == "local" and settings.profiles != ("lan",):
+        raise FLError("network profiles need the docker backend (tc netem per container); use --backend docker")
+    unknown = [name for name in settings.profiles if name not in PROFILES]
+    if unknown:
+        raise FLError(f"unknown network profile(s) {', '.join(unknown)}; choose from {', '.join(PROFILES)}")
+    total = len(settings.owners) * len(settings.profiles) * len(settings.sizes) * len(settings.aggregations)
     progress = tf.keras.utils.Progbar(total, verbose=verbose, stateful_metrics=["owners"], unit_name="measurement")
     rows: list[dict] = []
     for owners in settings.owners:
-        with tempfile.TemporaryDirectory(prefix=f"fl-bench-{owners}-") as root:
-            state = StateDir(Path(root))
-            local.up(owners, state)
-            try:
-                for row in _measure(state.cluster_file, settings):
-                    rows.append(row)
-                    progress.add(1, [("owners", owners)])
-            finally:
-                local.down(state)
+        for row in (_docker_rows if settings.backend == "docker" else _local_rows)(owners, settings):
+            rows.append(row)
+            progress.add(1, [("owners", owners)])
     return rows
 
 
-def _measure(cluster_file: Path, settings: SweepSettings):
+def _local_rows(owners: int, settings: SweepSettings):
+    with tempfile.TemporaryDirectory(prefix=f"fl-bench-{owners}-") as root:
+        state = StateDir(Path(root))
+        local.up(owners, state)
+        try:
+            for row in _measure([sys.executable], str(state.cluster_file), settings):
+                yield {**row, "profile": "lan"}
+        finally:
+            local.down(state)
+
+
+def _docker_rows(owners: int, settings: SweepSettings):
+    from fl.bench import netem
+
+    if docker.is_up():
+        docker.down()
+    cluster = docker.up(owners)
+    try:
+        driver = ["docker", "exec", docker.container_name("driver"), "python"]
+        for name in settings.profiles:
+            for player in cluster.players:
+                netem.apply(docker.container_name(player.name), PROFILES[name])
+            for row in _measure(driver, docker.CLUSTER_FILE_IN_CONTAINER, settings):
+                yield {**row, "profile": name}
+    finally:
+        docker.down()
+
+
+def _measure(python: list[str], cluster_file: str, settings: SweepSettings):
     command = [
-        sys.executable,
+        *python,
         "-m",
         "fl.bench.measure",
-        str(cluster_file),
+        cluster_file,
         "--aggregations",
         *settings.aggregations,
         "--sizes",
