@@ -146,7 +146,7 @@ def test_owner_wire_bytes_per_round_are_what_the_protocol_sends(compose_cluster,
         assert WIRE_MARGIN[0] <= numbers["ratio"] <= WIRE_MARGIN[1], f"{owner}: {numbers}"
 
 
-def test_bench_in_containers_measures_wire_bytes_and_feels_a_wan_profile(compose_cluster, engine):
+def test_bench_in_containers_measures_wire_bytes_and_feels_a_slow_link(compose_cluster, engine):
     driver = container(engine, "driver")
     measure = ["python", "-m", "fl.bench.measure", docker.CLUSTER_FILE_IN_CONTAINER, "--aggregations", "additive"]
 
@@ -158,16 +158,16 @@ def test_bench_in_containers_measures_wire_bytes_and_feels_a_wan_profile(compose
     lan = measured()
     try:
         for player in compose_cluster.players:
-            netem.apply(docker.container_name(player.name), netem.PROFILES["wan"])
-        wan = measured()
+            netem.apply(docker.container_name(player.name), netem.PROFILES["10mbit"])
+        slow = measured()
     finally:
         for player in compose_cluster.players:
             netem.apply(docker.container_name(player.name), netem.PROFILES["lan"])
-    for row in (lan, wan):
+    for row in (lan, slow):
         ratio = row["wire_bytes_per_owner"] / row["protocol_bytes_per_owner"]
         assert WIRE_MARGIN[0] <= ratio <= WIRE_MARGIN[1], row
-    # a round crosses the network at least twice (shares, then partial sums): 2 x 25 ms more
-    assert wan["median_seconds"] > lan["median_seconds"] + 0.05, (lan, wan)
+    # each owner's 160 KB partial sum alone takes 128 ms at 10 Mbit/s
+    assert slow["median_seconds"] > lan["median_seconds"] + 0.1, (lan, slow)
 
 
 def test_secure_average_equals_plaintext_across_containers(compose_cluster, engine):

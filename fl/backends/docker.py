@@ -81,6 +81,8 @@ def render_compose(cluster: Cluster, image: str = IMAGE, grafana: bool = False) 
             "entrypoint": ["sh", "-c"],
             "command": [command],
             "environment": {"FL_PORT": str(PLAYER_PORT)},
+            # for `fl bench` network profiles (tc as root via docker exec); the player runs as a user without it
+            "cap_add": ["NET_ADMIN"],
             # TF takes a while to import when seven containers start on two cores
             "healthcheck": {
                 "test": ["CMD", "python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {PLAYER_PORT}), 1)"],

@@ -1,8 +1,10 @@
-"""Emulated network links for the container backend: `tc netem` on each player's interface.
+"""Emulated network links for the container backend: `tc` on each player's interface.
 
 A player container has one interface (the players' network), so shaping its egress
-shapes everything it sends. `docker exec --privileged` grants the capability for the
-`tc` call alone; the players themselves run without NET_ADMIN.
+shapes everything it sends. Players are started with NET_ADMIN in their bounding set
+(their processes run as a non-root user, so it is not effective for them); `tc` runs
+as root through `docker exec`. Latency and loss need the kernel's netem qdisc; a
+rate-only profile uses tbf, which every kernel with traffic control has.
 """
 
 from __future__ import annotations
@@ -23,17 +25,21 @@ class NetworkProfile:
     rate_mbit: float | None = None
     loss_percent: float = 0.0
 
-    def netem_arguments(self) -> list[str]:
-        arguments = ["delay", f"{self.delay_ms}ms", f"{self.jitter_ms}ms"] if self.delay_ms else []
+    def qdisc(self) -> list[str]:
+        """The `tc qdisc add` arguments after `root`; empty for an unshaped link."""
+        if self.delay_ms or self.loss_percent:
+            arguments = ["netem", "delay", f"{self.delay_ms}ms", f"{self.jitter_ms}ms"]
+            if self.rate_mbit:
+                arguments += ["rate", f"{self.rate_mbit}mbit"]
+            return [*arguments, "loss", f"{self.loss_percent}%"]
         if self.rate_mbit:
-            arguments += ["rate", f"{self.rate_mbit}mbit"]
-        if self.loss_percent:
-            arguments += ["loss", f"{self.loss_percent}%"]
-        return arguments
+            return ["tbf", "rate", f"{self.rate_mbit}mbit", "burst", "32kbit", "latency", "400ms"]
+        return []
 
 
 PROFILES = {
     "lan": NetworkProfile("lan"),
+    "10mbit": NetworkProfile("10mbit", rate_mbit=10),
     "wan": NetworkProfile("wan", delay_ms=25, jitter_ms=5, rate_mbit=100, loss_percent=0.1),
     "slow-wan": NetworkProfile("slow-wan", delay_ms=80, jitter_ms=10, rate_mbit=20, loss_percent=0.5),
 }
@@ -42,13 +48,18 @@ PROFILES = {
 def apply(container: str, profile: NetworkProfile) -> None:
     """Replace whatever shaping `container` had with `profile` (LAN: none)."""
     _tc(container, ["qdisc", "del", "dev", INTERFACE, "root"], check=False)
-    arguments = profile.netem_arguments()
-    if arguments:
-        _tc(container, ["qdisc", "add", "dev", INTERFACE, "root", "netem", *arguments], check=True)
+    if profile.qdisc():
+        _tc(container, ["qdisc", "add", "dev", INTERFACE, "root", *profile.qdisc()], check=True)
 
 
 def _tc(container: str, arguments: list[str], check: bool) -> None:
-    command = ["docker", "exec", "--privileged", "-u", "0", container, "tc", *arguments]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise FLError(f"tc on {container} failed: {result.stderr.strip() or result.stdout.strip()}")
+    result = subprocess.run(["docker", "exec", "-u", "0", container, "tc", *arguments], capture_output=True, text=True)
+    if not check or result.returncode == 0:
+        return
+    message = (result.stderr or result.stdout).strip()
+    if "qdisc kind is unknown" in message:
+        raise FLError(
+            "this kernel has no netem qdisc (sch_netem), so latency and loss cannot be emulated here; "
+            "the rate-only profile '10mbit' works without it"
+        )
+    raise FLError(f"tc on {container} failed: {message}")
