@@ -1,6 +1,8 @@
 # FL Testbed. `make install` once, then `make up && make train`; `make test` runs the tests.
 PYTHON ?= python3.11
 VENV ?= .venv
+# Flower, the benchmark's peer, needs numpy 2 and protobuf 6: a virtualenv of its own
+FLOWER_VENV ?= .venv-flower
 BIN := $(VENV)/bin
 FL := $(BIN)/fl
 TFE_VERSION := 0.9.1
@@ -30,6 +32,8 @@ install:
 	$(BIN)/pip install -q --no-deps tf-encrypted==$(TFE_VERSION)
 	$(BIN)/python -m fl.secure_random.build
 	./scripts/fetch-prometheus.sh
+	test -x $(FLOWER_VENV)/bin/python || $(PYTHON) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/pip install -q -r fl/bench/flower_app/requirements.txt
 	@echo "installed: $(FL)"
 
 images:

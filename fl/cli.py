@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--profiles", nargs="+", default=["lan"], help="docker only: lan, wan, slow-wan (tc netem)")
     bench.add_argument("--owners", type=int, nargs="+", help="override the mode's numbers of data owners")
     bench.add_argument("--sizes", type=int, nargs="+", help="override the mode's update sizes")
+    bench.add_argument("--peers", nargs="+", choices=["flower", "none"], default=["flower"], help="frameworks to compare with")
+    bench.add_argument("--peer-owners", type=int, nargs="+", help="override the mode's clients for the peers")
+    bench.add_argument("--peer-sizes", type=int, nargs="+", help="override the mode's update sizes for the peers")
     bench.add_argument("--out", type=Path, default=Path("results/bench"))
     bench.set_defaults(run=_bench)
 
@@ -198,10 +201,17 @@ def _bench(args) -> None:
         settings = replace(settings, owners=tuple(args.owners))
     if args.sizes:
         settings = replace(settings, sizes=tuple(args.sizes))
+    if args.peer_owners:
+        settings = replace(settings, peer_owners=tuple(args.peer_owners))
+    if args.peer_sizes:
+        settings = replace(settings, peer_sizes=tuple(args.peer_sizes))
+    settings = replace(settings, peers=tuple(name for name in args.peers if name != "none"))
     print(f"bench ({args.mode}): {settings}")
-    rows = sweep.run(settings)
-    outputs = report.write(rows, {"mode": args.mode, **asdict(settings)}, args.out)
-    print(report.markdown(report.with_ratios(rows)))
+    result = sweep.run(settings)
+    outputs = report.write(result, {"mode": args.mode, **asdict(settings)}, args.out)
+    print(report.markdown(report.with_ratios(result.rows)))
+    for peer, reason in result.unavailable_peers.items():
+        print(f"{peer} did not run: {reason}")
     print("wrote " + ", ".join(str(path) for path in outputs.values()))
 
 

@@ -1,15 +1,19 @@
-"""A tiny benchmark sweep on its own real cluster: every output, and numbers that hold together."""
+"""A tiny benchmark sweep on its own real cluster, and Flower on its own real SuperLink and SuperNodes."""
 
 import json
+from dataclasses import asdict, replace
 
-from fl.bench import report, sweep
+from fl.bench import flower, report, sweep
 
 TINY = sweep.SweepSettings(owners=(3,), sizes=(1_000, 20_000), aggregations=("additive", "plaintext"), rounds=2)
 
 
-def test_tiny_sweep_writes_json_table_and_plots(tmp_path):
-    rows = sweep.run(TINY, verbose=0)
-    outputs = report.write(rows, {"mode": "test"}, tmp_path)
+def test_tiny_sweep_writes_json_table_and_plots_and_says_why_a_peer_did_not_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(flower, "VENV", tmp_path / "no-flower-here")
+    settings = replace(TINY, peers=("flower",))
+    result = sweep.run(settings, verbose=0)
+    assert "Flower is not installed" in result.unavailable_peers["flower"]
+    outputs = report.write(result, asdict(settings), tmp_path)
     results = json.loads(outputs["json"].read_text())["results"]
     assert {(r["aggregation"], r["size"]) for r in results} == {(a, s) for a in TINY.aggregations for s in TINY.sizes}
     for row in results:
@@ -21,5 +25,19 @@ def test_tiny_sweep_writes_json_table_and_plots(tmp_path):
     assert additive["protocol_bytes_per_owner"] == 8 * 20_000 + 2 * 32  # one ring vector and two seeds
     table = outputs["markdown"].read_text()
     assert table.count("| additive |") == 2 and table.count("| plaintext |") == 2
+    assert f"**flower**: did not run: Flower is not installed: {tmp_path / 'no-flower-here'} is missing" in table
     for name in ("latency_vs_size", "bytes_vs_owners"):
         assert outputs[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_flower_secagg_and_fedavg_rounds_against_the_true_mean(tmp_path):
+    """Each round's aggregate is checked against the clients' mean inside `flower.measure`, which raises if off."""
+    size = 5_000
+    rows = [{**flower.measure(name, 3, size, rounds=1, warmup=0), "profile": "lan"} for name in flower.AGGREGATIONS]
+    secagg, fedavg = report.with_ratios(rows)
+    assert secagg["framework"] == fedavg["framework"] == f"flower {flower.version()}"
+    assert fedavg["latency_vs_plaintext"] == 1.0 and secagg["latency_vs_plaintext"] > 1.0  # three more exchanges
+    # FedAvg sends float32 and a little framing; SecAgg+ sends its masked ring vector and key material
+    assert 4 * size < fedavg["protocol_bytes_per_owner"] < 4 * size + 4_000
+    assert secagg["protocol_bytes_per_owner"] > fedavg["protocol_bytes_per_owner"]
+    assert secagg["minimum_bytes_per_owner"] == fedavg["minimum_bytes_per_owner"] == 4 * size

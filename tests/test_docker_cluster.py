@@ -33,10 +33,15 @@ WIRE_MARGIN = (1.0, 1.6)
 
 
 @pytest.fixture(scope="module")
-def compose_cluster() -> Cluster:
-    """Build the images (cached layers when nothing changed), bring the cluster up, tear it down afterwards."""
+def images() -> None:
+    """Build the images (cached layers when nothing changed)."""
+    subprocess.run([str(REPO / "scripts" / "build-images.sh")], check=True, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def compose_cluster(images) -> Cluster:
+    """Bring the cluster up (after whatever an earlier run left behind is gone), tear it down afterwards."""
     os.chdir(REPO)
-    subprocess.run(["scripts/build-images.sh"], check=True)
     if docker.is_up():
         docker.down()
     with pytest.MonkeyPatch.context() as patch:
@@ -57,6 +62,23 @@ def engine() -> docker_sdk.DockerClient:
     client = docker_sdk.from_env()
     yield client
     client.close()
+
+
+def test_down_removes_a_project_left_behind_without_its_files(images, engine, tmp_path, monkeypatch):
+    """A killed run (or another checkout) can leave the project running; `down` must clear it from anywhere."""
+    monkeypatch.chdir(tmp_path)  # no rendered compose/ here
+    label = {"com.docker.compose.project": docker.PROJECT}
+    network = engine.networks.create(f"{docker.PROJECT}_left-behind", labels=label)
+    volume = engine.volumes.create(f"{docker.PROJECT}_left-behind", labels=label)
+    container = engine.containers.create(
+        f"{docker.IMAGE}-player", labels={**label, "com.docker.compose.service": "data-owner-0"}, network=network.name
+    )
+    assert docker.is_up()
+    assert docker.down() == ["data-owner-0"]
+    assert not docker.is_up()
+    for collection, name in ((engine.containers, container.id), (engine.networks, network.id), (engine.volumes, volume.id)):
+        with pytest.raises(docker_sdk.errors.NotFound):
+            collection.get(name)
 
 
 def container(engine: docker_sdk.DockerClient, service: str) -> Container:
@@ -106,8 +128,14 @@ def test_each_shard_is_visible_only_inside_its_owner(compose_cluster, engine):
     assert found.decode().strip() == ""  # and the image's empty /data is all there is
 
 
-def test_secure_training_end_to_end_in_containers(compose_cluster, engine):
-    summary = train_in_driver(engine, 10, "docker-test-train.json")
+@pytest.fixture(scope="module")
+def trained_in_containers(compose_cluster, engine) -> dict:
+    """One secure training run in the driver container, for every test that looks at what it left."""
+    return train_in_driver(engine, 10, "docker-test-train.json")
+
+
+def test_secure_training_end_to_end_in_containers(trained_in_containers):
+    summary = trained_in_containers
     assert summary["backend"] == "docker" and summary["rounds"] == 10
     assert summary["test_accuracy"] >= 0.9
 
@@ -119,7 +147,7 @@ def train_in_driver(engine: docker_sdk.DockerClient, epochs: int, json_name: str
     return json.loads((REPO / "results" / json_name).read_text())
 
 
-def test_prometheus_answers_every_dashboard_query_in_containers(compose_cluster):
+def test_prometheus_answers_every_dashboard_query_in_containers(compose_cluster, trained_in_containers):
     url = compose_cluster.extra["metrics"]["prometheus"]
     wait_for(url, "sum(fl_rounds_completed_total) >= 10")
     empty = [f"{title}: {expr}" for title, expr in dashboard_queries() if not has_data(query(url, expr))]
@@ -173,7 +201,7 @@ def test_bench_in_containers_measures_wire_bytes_and_feels_a_slow_link(compose_c
 def test_secure_average_equals_plaintext_across_containers(compose_cluster, engine):
     report = run_scenario(engine, "container_average.py")
     assert report["additive"]["max_error"] < 1e-6
-    assert report["pond"]["max_error"] < 2e-4 and report["aby3"]["max_error"] < 2e-4
+    assert report["pond"]["max_error"] < 2e-5 and report["aby3"]["max_error"] < 2e-5  # 16 fractional bits
     assert {entry["device"] for entry in report.values()} == {compose_cluster.model_owner.device_name}
 
 

@@ -17,7 +17,7 @@ from fl.metrics.training import TrainingMetrics
 from fl.rounds import RoundResult
 from fl.train import TrainSettings, train
 
-ROUNDS = 10  # a few seconds: Prometheus (every 2 s) sees the run in progress
+ROUNDS = 20  # several seconds: Prometheus (every 2 s) scrapes the run in progress, not only its end
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,12 @@
 """Secure averaging written out with a TF Encrypted protocol, as in tfe issue #670.
 
 Each owner's update enters as `tfe.define_private_input` on that owner, so it is
-secret-shared on the owner's device; the compute servers run `add_n(...) / n` on
-shares; `tfe.define_output` reconstructs the mean on the output receiver only.
-Pond runs on two servers plus a crypto producer, ABY3 on three servers.
+secret-shared on the owner's device; the compute servers run `add_n(...)` on shares;
+`tfe.define_output` reconstructs the sum on the output receiver only, which divides it
+by the public number of owners. Dividing on shares instead would cost a truncation
+protocol among the servers and reveal nothing more. Pond runs on two servers plus a
+crypto producer, ABY3 on three servers; both share in tfe's 64-bit ring with 16
+fractional bits (tfe's `fixed64_heuristic`), which an addition never overflows.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
 import tf_encrypted as tfe
+from tf_encrypted.tensor.fixed import fixed64_heuristic
 
 from fl import secure_random
 from fl.aggregation.additive import SEED_BYTES
@@ -55,23 +59,21 @@ class TfeProtocolAverage(Aggregation):
         tfe.set_protocol(self.protocol)
         private = [tfe.define_private_input(owner.name, lambda update=update: update) for owner, update in updates.items()]
         clock.lap("sharing")
-        mean = tfe.add_n(private) * (1.0 / len(private))
+        total = tfe.add_n(private)
         clock.lap("aggregation")
         received: list[tf.Tensor] = []
 
         def receive(revealed: tf.Tensor) -> None:
             # tfe re-shares whatever an output function returns, so the value is kept here instead
-            received.append(tf.cast(revealed, tf.float32))
+            received.append(tf.cast(revealed, tf.float32) / len(private))
 
-        tfe.define_output(self.output_receiver.name, mean, receive)
+        tfe.define_output(self.output_receiver.name, total, receive)
         clock.lap("reveal")
         return received[0]
 
     def element_bytes(self) -> int:
-        """Bytes of one shared ring element: tfe's int100 is several native residues, int64 one."""
-        sample = self.factory.sample_uniform([1])
-        backing = getattr(sample, "backing", None) or [sample.value]
-        return sum(part.dtype.size for part in backing)
+        """Bytes of one shared ring element, as tfe's tensor factory stores it."""
+        return self.factory.sample_uniform([1]).value.dtype.size
 
     @property
     def factory(self):
@@ -79,7 +81,7 @@ class TfeProtocolAverage(Aggregation):
 
     def expected_bytes(self, owners: list[Player], size: int) -> dict[str, int]:
         """Each owner's sharing (`shared_seeds` seeds, `shared_vectors` full shares); the servers' traffic
-        depends on tfe's truncation and reveal internals, so it is not stated."""
+        depends on tfe's reveal internals, so it is not stated."""
         vector = self.element_bytes() * size
         return {owner.name: self.shared_seeds * SEED_BYTES + self.shared_vectors * vector for owner in owners}
 
@@ -114,7 +116,7 @@ class PondSecureAverage(TfeProtocolAverage):
             server_0=server_0.name,
             server_1=server_1.name,
             triple_source=tfe.get_config().get_player(producer.name),
-            fixedpoint_config="high",
+            fixedpoint_config=fixed64_heuristic,
         )
 
 
@@ -142,4 +144,4 @@ class ABY3SecureAverage(TfeProtocolAverage):
         return self.protocol.default_factory
 
     def make_protocol(self) -> tfe.protocol.Protocol:
-        return tfe.protocol.ABY3(*(server.name for server in self.servers))
+        return tfe.protocol.ABY3(*(server.name for server in self.servers), fixedpoint_config=fixed64_heuristic)

@@ -154,12 +154,7 @@ COMPOSE_DIR = Path("compose")  # the rendered compose.yaml, cluster.json and pro
 
 def is_up() -> bool:
     """True while containers of the project exist (running or stopped)."""
-    if shutil.which("docker") is None:
-        return False
-    listed = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}"], capture_output=True, text=True
-    )
-    return listed.returncode == 0 and bool(listed.stdout.strip())
+    return shutil.which("docker") is not None and bool(_labelled("ps", "-aq"))
 
 
 def up(owners: int, dataset_name: str = "digits", seed: int = 0) -> Cluster:
@@ -221,11 +216,32 @@ def status() -> list[dict]:
 
 
 def down() -> list[str]:
-    """Remove the containers, network and volumes `up` made, and the rendered project."""
-    directory = COMPOSE_DIR
-    cluster = Cluster.load(directory / "cluster.json")
-    compose(directory, "down", "--volumes", "--remove-orphans")
-    return [player.name for player in cluster.players]
+    """Remove the containers, networks and volumes of the project; return the services that were there.
+
+    Works without the rendered files too (a project started from another checkout, or
+    left behind by a killed run): whatever carries the project's label goes.
+    """
+    services = sorted(set(_labelled("ps", "-a", "--format", '{{.Label "com.docker.compose.service"}}')))
+    if (COMPOSE_DIR / "compose.yaml").exists():
+        compose(COMPOSE_DIR, "down", "--volumes", "--remove-orphans")
+    for listing, removal in (
+        (("ps", "-aq"), ("rm", "-f")),
+        (("network", "ls", "-q"), ("network", "rm")),
+        (("volume", "ls", "-q"), ("volume", "rm")),
+    ):
+        leftovers = _labelled(*listing)
+        if leftovers and subprocess.run(["docker", *removal, *leftovers], capture_output=True).returncode != 0:
+            command = f"docker {' '.join(removal)} {' '.join(leftovers)}"
+            raise FLError(f"could not remove what project {PROJECT} left behind: run `{command}` and see why")
+    return services
+
+
+def _labelled(*listing: str) -> list[str]:
+    """What `docker <listing>` prints for the objects that carry this project's Compose label."""
+    listed = subprocess.run(
+        ["docker", *listing, "--filter", f"label=com.docker.compose.project={PROJECT}"], capture_output=True, text=True
+    )
+    return listed.stdout.split() if listed.returncode == 0 else []
 
 
 def run_in_driver(argv: list[str]) -> int:

@@ -64,7 +64,7 @@ def player_names(owners: int) -> list[tuple[str, str]]:
     )
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     sockets = []
     try:
         for _ in range(count):
@@ -82,7 +82,7 @@ def up(owners: int, state: StateDir, insecure_randomness: bool = False, timeout:
     if state.pids_file.exists() and any(_alive(pid) for pid in _read_pids(state).values()):
         raise FLError(f"a local cluster is already running from {state.root}; stop it with `fl down` first")
     names = player_names(owners)
-    ports = _free_ports(2 * len(names) + 2)
+    ports = free_ports(2 * len(names) + 2)
     players = []
     for index, ((name, role), port) in enumerate(zip(names, ports)):
         data_dir = state.player_dir(name)

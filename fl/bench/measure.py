@@ -23,6 +23,7 @@ from fl.connection import connect
 from fl.train import make_aggregation
 
 UPDATE_RANGE = 4.0
+FRAMEWORK = "fl-testbed"
 
 
 def owner_updates(cluster: Cluster, size: int) -> dict:
@@ -69,6 +70,7 @@ def measure(cluster: Cluster, aggregation_name: str, size: int, rounds: int, war
     protocol = aggregation.expected_bytes(owners, size)
     wire = None if before is None or after is None else {name: (after[name] - before[name]) / rounds for name in before}
     return {
+        "framework": FRAMEWORK,
         "aggregation": aggregation_name,
         "owners": len(owners),
         "size": size,

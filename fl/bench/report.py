@@ -5,29 +5,44 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-PLAINTEXT = "plaintext"
+from fl.bench.sweep import SweepResult
+
+# Each framework's plaintext aggregation, the baseline its secure ones are divided by.
+PLAINTEXT = {"plaintext", "flower-fedavg"}
+
+PEER_NOTES = {
+    "flower": (
+        "Flower runs its deployment engine on this host: a SuperLink, one SuperNode process per client, the "
+        "ServerApp and ClientApps in subprocesses, all over loopback HTTP. A round spans the strategy's "
+        "configure_fit to the end of aggregate_fit, so it includes sending the global model to every client "
+        "and, for SecAgg+, its four message exchanges (setup, key sharing, masked vectors, unmasking); each "
+        "exchange waits for the SuperNodes, which poll the SuperLink every 3 s when idle. SecAgg+ runs over "
+        "the complete graph with an honest-majority threshold. Bytes: each client's replies in Flower's own "
+        "serialization; minimum: 4 bytes per parameter (SecAgg+'s 2^32 ring, FedAvg's float32)."
+    ),
+}
 
 
 def with_ratios(rows: list[dict]) -> list[dict]:
-    """Each row plus its median latency over plaintext's at the same owners and size, from the same run."""
+    """Each row plus its median latency over its own framework's plaintext at the same point, from the same run."""
 
     def key(row: dict) -> tuple:
-        return row["profile"], row["owners"], row["size"]
+        return row["framework"], row["profile"], row["owners"], row["size"]
 
-    baseline = {key(r): r["median_seconds"] for r in rows if r["aggregation"] == PLAINTEXT}
+    baseline = {key(r): r["median_seconds"] for r in rows if r["aggregation"] in PLAINTEXT}
     return [{**row, "latency_vs_plaintext": row["median_seconds"] / baseline[key(row)]} for row in rows]
 
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| network | aggregation | owners | parameters | median s | p95 s | vs plaintext "
+        "| network | framework | aggregation | owners | parameters | median s | p95 s | vs plaintext "
         "| protocol B/owner | min B/owner | wire B/owner |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in sorted(rows, key=lambda r: (r["profile"], r["size"], r["owners"], r["aggregation"])):
+    for r in sorted(rows, key=lambda r: (r["profile"], r["size"], r["owners"], r["framework"], r["aggregation"])):
         wire = "n/a (shared host)" if r["wire_bytes_per_owner"] is None else f"{r['wire_bytes_per_owner']:,.0f}"
         lines.append(
-            f"| {r['profile']} | {r['aggregation']} | {r['owners']} | {r['size']:,} "
+            f"| {r['profile']} | {r['framework']} | {r['aggregation']} | {r['owners']} | {r['size']:,} "
             f"| {r['median_seconds']:.4f} | {r['p95_seconds']:.4f} "
             f"| {r['latency_vs_plaintext']:.2f}x | {r['protocol_bytes_per_owner']:,.0f} "
             f"| {r['minimum_bytes_per_owner']:,} | {wire} |"
@@ -78,14 +93,27 @@ def _line_plot(rows: list[dict], x: tuple[str, str], y: tuple[str, str], title: 
     return path
 
 
-def write(rows: list[dict], settings: dict, directory: Path) -> dict[str, Path]:
+def peers_section(result: SweepResult, requested: list[str]) -> str:
+    """What each peer is, or exactly why it did not run."""
+    lines = ["## Peers", ""]
+    for peer in requested:
+        reason = result.unavailable_peers.get(peer)
+        lines.append(f"- **{peer}**: " + (f"did not run: {reason}" if reason else PEER_NOTES[peer]))
+    return "\n".join(lines) + "\n" if requested else ""
+
+
+def write(result: SweepResult, settings: dict, directory: Path) -> dict[str, Path]:
     directory.mkdir(parents=True, exist_ok=True)
-    rows = with_ratios(rows)
+    rows = with_ratios(result.rows)
     outputs = {"json": directory / "bench.json", "markdown": directory / "bench.md"}
-    outputs["json"].write_text(json.dumps({"settings": settings, "results": rows}, indent=2) + "\n")
+    document = {"settings": settings, "results": rows, "unavailable_peers": result.unavailable_peers}
+    outputs["json"].write_text(json.dumps(document, indent=2) + "\n")
     outputs["markdown"].write_text(
         "# Secure aggregation vs plaintext\n\nOne aggregation round on updates already on the owners; "
-        "latency over repeated rounds after warm-up. Minimum: the update once, in the protocol's encoding.\n\n" + markdown(rows)
+        "latency over repeated rounds after warm-up. Minimum: the update once, in the protocol's encoding.\n\n"
+        + markdown(rows)
+        + "\n"
+        + peers_section(result, list(settings.get("peers", ())))
     )
     for path in plot(rows, directory):
         outputs[path.stem] = path

@@ -3,6 +3,8 @@
 Each cluster is driven by its own `fl.bench.measure` process, because a process can
 drive only one TensorFlow cluster; the sweep reads its JSON lines as they come. On
 the docker backend that process runs in the driver container, once per network profile.
+Then the peers (Flower) run on this host; a peer that cannot run is reported with the
+reason instead of stopping the sweep.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import json
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import tensorflow as tf
 
 from fl.backends import docker, local
 from fl.backends.local import StateDir
+from fl.bench import flower
 from fl.bench.netem import PROFILES
 from fl.errors import FLError
 from fl.train import AGGREGATIONS
@@ -32,27 +35,68 @@ class SweepSettings:
     warmup: int = 1
     backend: str = "local"
     profiles: tuple[str, ...] = ("lan",)
+    peers: tuple[str, ...] = ("flower",)
+    # Flower's deployment engine takes seconds per message exchange, so it gets its own grid.
+    peer_owners: tuple[int, ...] = (3,)
+    peer_sizes: tuple[int, ...] = (1_000_000,)
+    peer_rounds: int = 3
+    peer_warmup: int = 1
+
+
+@dataclass
+class SweepResult:
+    rows: list[dict]
+    unavailable_peers: dict[str, str] = field(default_factory=dict)
 
 
 QUICK = SweepSettings(owners=(3, 5, 8), sizes=(10_000, 100_000, 1_000_000), rounds=5)
-FULL = SweepSettings(owners=(3, 5, 8, 12, 16), sizes=(10_000, 100_000, 1_000_000, 10_000_000), rounds=20, warmup=2)
+FULL = SweepSettings(
+    owners=(3, 5, 8, 12, 16),
+    sizes=(10_000, 100_000, 1_000_000, 10_000_000),
+    rounds=20,
+    warmup=2,
+    peer_owners=(3, 5, 8, 12, 16),
+    peer_sizes=(10_000, 100_000, 1_000_000, 10_000_000),
+    peer_rounds=5,
+)
+PEERS = ("flower",)
 
 
-def run(settings: SweepSettings, verbose: int = 1) -> list[dict]:
+def run(settings: SweepSettings, verbose: int = 1) -> SweepResult:
     """Every measurement of the sweep, with a Keras progress bar."""
     if settings.backend == "local" and settings.profiles != ("lan",):
         raise FLError("network profiles need the docker backend (tc netem per container); use --backend docker")
     unknown = [name for name in settings.profiles if name not in PROFILES]
     if unknown:
         raise FLError(f"unknown network profile(s) {', '.join(unknown)}; choose from {', '.join(PROFILES)}")
+    unknown = [name for name in settings.peers if name not in PEERS]
+    if unknown:
+        raise FLError(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
     total = len(settings.owners) * len(settings.profiles) * len(settings.sizes) * len(settings.aggregations)
+    if settings.peers:
+        total += len(settings.peer_owners) * len(settings.peer_sizes) * len(flower.AGGREGATIONS)
     progress = tf.keras.utils.Progbar(total, verbose=verbose, stateful_metrics=["owners"], unit_name="measurement")
-    rows: list[dict] = []
+    result = SweepResult(rows=[])
     for owners in settings.owners:
         for row in (_docker_rows if settings.backend == "docker" else _local_rows)(owners, settings):
-            rows.append(row)
+            result.rows.append(row)
             progress.add(1, [("owners", owners)])
-    return rows
+    if settings.peers:
+        try:
+            for row in _flower_rows(settings):
+                result.rows.append(row)
+                progress.add(1, [("owners", row["owners"])])
+        except FLError as error:
+            result.unavailable_peers["flower"] = str(error)
+    return result
+
+
+def _flower_rows(settings: SweepSettings):
+    for owners in settings.peer_owners:
+        for size in settings.peer_sizes:
+            for aggregation in flower.AGGREGATIONS:
+                row = flower.measure(aggregation, owners, size, settings.peer_rounds, settings.peer_warmup)
+                yield {**row, "profile": "lan"}
 
 
 def _local_rows(owners: int, settings: SweepSettings):

@@ -64,9 +64,12 @@ class TrainingMetrics:
         self.last_round = Gauge(
             "fl_round_last_completed_timestamp_seconds", "When the last round completed", labels, registry=self.registry
         )
-        for phase in PHASES:  # every phase appears from the start, even one a protocol never spends time in
+        # Every series exists, at zero, from before the first round: a rate over the run then
+        # counts its first rounds too, and a phase a protocol never spends time in still shows.
+        for phase in PHASES:
             self.phase_duration.labels(aggregation, phase)
-        self.rounds_failed.labels(aggregation)
+        for metric in (self.round_duration, self.rounds_completed, self.rounds_failed, self.clipped):
+            metric.labels(aggregation)
         self.write()
 
     def round_completed(self, result: RoundResult) -> None:
