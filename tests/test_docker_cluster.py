@@ -67,6 +67,7 @@ def engine() -> docker_sdk.DockerClient:
 def test_down_removes_a_project_left_behind_without_its_files(images, engine, tmp_path, monkeypatch):
     """A killed run (or another checkout) can leave the project running; `down` must clear it from anywhere."""
     monkeypatch.chdir(tmp_path)  # no rendered compose/ here
+    docker.down()  # a cluster some other run left up is not this test's leftover
     label = {"com.docker.compose.project": docker.PROJECT}
     network = engine.networks.create(f"{docker.PROJECT}_left-behind", labels=label)
     volume = engine.volumes.create(f"{docker.PROJECT}_left-behind", labels=label)
