@@ -26,7 +26,9 @@ for target in player driver; do
 done
 build fl-testbed-prometheus -f images/prometheus.Dockerfile
 
-grafana=grafana/grafana-oss:11.3.0
+# the tag is defined once, where the Compose file is rendered
+grafana=$(sed -n 's/^GRAFANA_IMAGE = "\(.*\)"$/\1/p' fl/backends/docker.py)
+: "${grafana:?GRAFANA_IMAGE not found in fl/backends/docker.py}"
 if docker image inspect "$grafana" >/dev/null 2>&1 || timeout 60 docker pull -q "$grafana" >/dev/null 2>&1; then
   echo "images: $grafana present: make up starts Grafana"
 else

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import tarfile
 import time
@@ -18,6 +17,7 @@ from docker.models.containers import Container
 from promql import dashboard_queries, has_data, query, value, wait_for
 
 from fl.backends import docker
+from fl.backends.local import free_ports
 from fl.bench import netem
 from fl.cluster import Cluster
 
@@ -45,16 +45,10 @@ def compose_cluster(images) -> Cluster:
     if docker.is_up():
         docker.down()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PROMETHEUS_PORT", str(free_port()))  # a local cluster may hold the default
+        patch.setenv("PROMETHEUS_PORT", str(free_ports(1)[0]))  # a local cluster may hold the default
         cluster = docker.up(OWNERS)
         yield cluster
         docker.down()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
