@@ -14,6 +14,8 @@ OWNERS ?= 3
 AGGREGATION ?= additive
 EPOCHS ?= 10
 DATASET ?= digits
+# docker backend: mutual TLS through a sidecar per player unless TLS=off (for measuring what it costs)
+TLS ?= on
 STATE_DIR ?= .fl
 RESULTS ?= results
 
@@ -41,7 +43,8 @@ images:
 
 up: $(if $(filter docker,$(RESOLVED_BACKEND)),images)
 	@echo "backend: $(RESOLVED_BACKEND) (BACKEND=$(BACKEND))"
-	$(FL) up --backend $(RESOLVED_BACKEND) --owners $(OWNERS) --dataset $(DATASET) --state-dir $(STATE_DIR)
+	$(FL) up --backend $(RESOLVED_BACKEND) --owners $(OWNERS) --dataset $(DATASET) --state-dir $(STATE_DIR) \
+		$(if $(filter off,$(TLS)),--no-tls,)
 
 train:
 	$(FL) train --aggregation $(AGGREGATION) --epochs $(EPOCHS) --state-dir $(STATE_DIR) --config $(STATE_DIR)/cluster.json \

@@ -1,5 +1,10 @@
-"""FL Testbed: federated learning with secure aggregation on a real multi-party tfe cluster."""
+"""FL Testbed: federated learning with secure aggregation on a real multi-party tfe cluster.
 
+The public names load on first use, so commands that never touch TensorFlow (`fl status`,
+`fl down`, a player's TLS sidecar) start without importing it.
+"""
+
+import importlib as _importlib
 import logging as _logging
 import os as _os
 
@@ -7,29 +12,25 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # tfe warns at import about its prebuilt ops for TF 2.9.1; fl.secure_random replaces them and reports itself.
 _logging.getLogger("tf_encrypted").setLevel(_logging.ERROR)
 
-from fl.aggregation import (  # noqa: E402
-    ABY3SecureAverage,
-    AdditiveSecureAverage,
-    Aggregation,
-    PlaintextAverage,
-    PondSecureAverage,
-)
-from fl.cluster import Cluster, Player  # noqa: E402
-from fl.connection import connect  # noqa: E402
-from fl.data import OwnerData, owner_sources, split_among_players  # noqa: E402
-from fl.federated import FederatedLearning  # noqa: E402
+_PUBLIC = {
+    "ABY3SecureAverage": "fl.aggregation",
+    "AdditiveSecureAverage": "fl.aggregation",
+    "Aggregation": "fl.aggregation",
+    "PlaintextAverage": "fl.aggregation",
+    "PondSecureAverage": "fl.aggregation",
+    "Cluster": "fl.cluster",
+    "Player": "fl.cluster",
+    "connect": "fl.connection",
+    "OwnerData": "fl.data",
+    "owner_sources": "fl.data",
+    "split_among_players": "fl.data",
+    "FederatedLearning": "fl.federated",
+}
 
-__all__ = [
-    "ABY3SecureAverage",
-    "AdditiveSecureAverage",
-    "Aggregation",
-    "Cluster",
-    "FederatedLearning",
-    "OwnerData",
-    "PlaintextAverage",
-    "Player",
-    "PondSecureAverage",
-    "connect",
-    "owner_sources",
-    "split_among_players",
-]
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'fl' has no attribute {name!r}")
+    return getattr(_importlib.import_module(_PUBLIC[name]), name)

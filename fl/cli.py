@@ -8,7 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from fl.backends.local import DEFAULT_STATE_DIR, StateDir
+from fl.backends.local import DEFAULT_STATE_DIR
+from fl.cluster import AGGREGATIONS, DEFAULT_AGGREGATION
 from fl.errors import FLError
 
 DEFAULT_OWNERS = 3
@@ -44,14 +45,25 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--backend", choices=["local", "docker", "auto"], default="auto", help="auto: docker if an engine answers")
     up.add_argument("--owners", type=int, default=DEFAULT_OWNERS)
     up.add_argument("--dataset", default="digits", help="the data set split among the owners (simulation)")
+    up.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="mutual TLS on every link, through a sidecar per player (docker: on by default; local: not available)",
+    )
     _state_flag(up)
     _insecure_flag(up)
     up.set_defaults(run=_up)
+
+    certs = commands.add_parser("certs", help="show the cluster's certificates; --rotate issues a new CA and new keys")
+    certs.add_argument("--rotate", action="store_true", help="new CA, key and certificate for everyone; reloads running sidecars")
+    certs.set_defaults(run=_certs)
 
     render = commands.add_parser("render", help="write the docker backend's Compose project without starting it")
     render.add_argument("--owners", type=int, default=DEFAULT_OWNERS)
     render.add_argument("--dataset", default="digits", help="the data set each owner prepares (simulation)")
     render.add_argument("--directory", type=Path, default=Path("compose"))
+    render.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True, help="mutual TLS through sidecars")
     render.set_defaults(run=_render)
 
     for name, run, text in (("status", _status, "show each player"), ("down", _down, "remove what `fl up` made")):
@@ -72,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--mode", choices=["quick", "full"], default="quick", help="quick: a few minutes on 2 cores")
     bench.add_argument("--backend", choices=["local", "docker"], default="local", help="docker: wire bytes, network profiles")
     bench.add_argument("--profiles", nargs="+", default=["lan"], help="docker only: lan, wan, slow-wan (tc netem)")
+    bench.add_argument("--tls", nargs="+", choices=["on", "off"], help="docker only: links with and/or without mutual TLS")
+    bench.add_argument("--aggregations", nargs="+", choices=AGGREGATIONS, help="narrow the sweep to these aggregations")
     bench.add_argument("--owners", type=int, nargs="+", help="override the mode's numbers of data owners")
     bench.add_argument("--sizes", type=int, nargs="+", help="override the mode's update sizes")
     bench.add_argument("--peers", nargs="+", choices=["flower", "none"], default=["flower"], help="frameworks to compare with")
@@ -81,8 +95,6 @@ def _parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=_bench)
 
     train = commands.add_parser("train", help="federated training on the running cluster")
-    from fl.train import AGGREGATIONS, DEFAULT_AGGREGATION
-
     train.add_argument("--aggregation", choices=AGGREGATIONS, default=DEFAULT_AGGREGATION)
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--rounds-per-epoch", type=int, default=1)
@@ -132,47 +144,69 @@ def _driver_metrics(args) -> None:
 
 
 def _up(args) -> None:
-    from fl.backends import docker, local
+    from fl import backends
 
-    backend = args.backend
-    if backend == "auto":
-        backend = "docker" if docker.engine_answers() else "local"
-        print(f"backend: {backend} ({'a Docker engine answers' if backend == 'docker' else 'no Docker engine answers'})")
-    if backend == "docker":
-        docker.up(args.owners, args.dataset)
-        print(f"docker backend: {args.owners + 4} players up and healthy, driver ready; see `fl status`")
-        return
-    state = StateDir(args.state_dir)
-    cluster = local.up(args.owners, state, args.insecure_randomness)
-    print(f"local backend: {len(cluster.players)} players up ({args.owners} data owners); cluster file {state.cluster_file}")
-    print(f"metrics: Prometheus at {cluster.extra['metrics']['prometheus']}; each player's /metrics is in the cluster file")
-    _split(argparse.Namespace(config=state.cluster_file, dataset=args.dataset, partition="iid", alpha=0.5, seed=0, only=None))
+    backend = backends.named(args.backend, args.state_dir)
+    if args.backend == "auto":
+        print(
+            f"backend: {backend.name} ({'a Docker engine answers' if backend.name == 'docker' else 'no Docker engine answers'})"
+        )
+    settings = backends.UpSettings(args.owners, args.dataset, args.tls, args.insecure_randomness)
+    cluster = backend.up(settings)
+    print(f"{backend.name} backend: {len(cluster.players)} players up ({args.owners} data owners); {backend.cluster_file}")
+    print(f"links: {cluster.links}")
+    print(f"metrics: Prometheus at {cluster.metrics.prometheus}")
+    if cluster.dataset is None:  # the local players share this host's disk: split here, into each owner's directory
+        _split(
+            argparse.Namespace(config=backend.cluster_file, dataset=args.dataset, partition="iid", alpha=0.5, seed=0, only=None)
+        )
+
+
+def _certs(args) -> None:
+    from fl.backends.docker import PKI_DIR, DockerBackend, identities
+    from fl.cluster import Cluster
+    from fl.mesh.pki import ClusterPKI
+
+    backend = DockerBackend()
+    cluster = Cluster.load(backend.cluster_file)
+    if cluster.mesh is None:
+        raise FLError(
+            f"the cluster in {backend.cluster_file} has plaintext links, so no certificates: `fl up --backend docker --tls`"
+        )
+    pki = ClusterPKI(backend.directory / PKI_DIR)
+    if args.rotate:
+        rotated = pki.ensure(identities(cluster), rotate=True)
+        reloaded = backend.reload_sidecars(cluster) if backend.is_up() else []
+        running = ", ".join(reloaded) or "none running"
+        print(f"pki: new CA and certificates for {len(rotated)} identities; reloaded: {running}")
+    for certificate in pki.certificates():
+        expires = f"{certificate.not_after:%Y-%m-%d}"
+        print(f"{certificate.identity:<14} serial {certificate.serial:x}  expires {expires}  sha256 {certificate.sha256[:16]}")
 
 
 def _render(args) -> None:
     from fl.backends import docker
 
-    path = docker.write_project(args.directory, args.owners, docker.dataset_settings(args.dataset))
+    path = docker.write_project(args.directory, args.owners, docker.dataset_settings(args.dataset), tls=args.tls)
     print(f"wrote {path} and its cluster file for {args.owners} data owners")
 
 
 def _status(args) -> int:
-    from fl.backends import docker, local
+    from fl import backends
+    from fl.cluster import Cluster
 
-    state = StateDir(args.state_dir)
-    rows = docker.status() if docker.is_up() else local.status(state)
+    backend = backends.active(args.state_dir)
+    rows = backend.status()
+    print(f"{backend.name} backend; links: {Cluster.load(backend.cluster_file).links}")
     for row in rows:
-        print(
-            f"{row['player']:<14} {row['role']:<15} {row['address']:<22} {row['pid']!s:<26} {row['process']:<8} {row['server']}"
-        )
-    return 0 if all(row["server"] == "answering" for row in rows) else 1
+        print(f"{row.player:<14} {row.role:<15} {row.address:<22} {row.where:<26} {row.process:<8} {row.server:<14} {row.link}")
+    return 0 if all(row.healthy for row in rows) else 1
 
 
 def _down(args) -> None:
-    from fl.backends import docker, local
+    from fl import backends
 
-    state = StateDir(args.state_dir)
-    stopped = docker.down() if docker.is_up() else local.down(state)
+    stopped = backends.active(args.state_dir).down()
     print(f"stopped: {', '.join(stopped)}" if stopped else "no cluster was running")
 
 
@@ -186,9 +220,9 @@ def _split(args) -> None:
     print(f"SIMULATION ONLY: splitting {dataset.name} ({args.partition}) among {len(cluster.data_owners)} data owners")
     meta = write_shards(cluster, dataset, args.partition, args.alpha, args.seed, only=args.only)
     if args.only is None:
-        cluster.extra["dataset"] = meta
+        cluster.dataset = meta
         cluster.save(args.config)
-    print(json.dumps(meta["train_examples"]), f"test examples on {cluster.model_owner.name}: {meta['test_examples']}")
+    print(json.dumps(meta.train_examples), f"test examples on {cluster.model_owner.name}: {meta.test_examples}")
 
 
 def _bench(args) -> None:
@@ -197,6 +231,10 @@ def _bench(args) -> None:
     from fl.bench import report, sweep
 
     settings = replace(sweep.QUICK if args.mode == "quick" else sweep.FULL, backend=args.backend, profiles=tuple(args.profiles))
+    if args.tls:
+        settings = replace(settings, tls=tuple(choice == "on" for choice in args.tls))
+    if args.aggregations:
+        settings = replace(settings, aggregations=tuple(args.aggregations))
     if args.owners:
         settings = replace(settings, owners=tuple(args.owners))
     if args.sizes:
@@ -216,13 +254,14 @@ def _bench(args) -> None:
 
 
 def _train(args) -> int | None:
-    from fl.backends import docker
+    from fl import backends
     from fl.train import TrainSettings, train
 
-    if docker.is_up():
-        print("docker backend: training runs in the driver container")
+    backend = backends.active(args.state_dir)
+    if not backend.driver_is_this_host:
+        print(f"{backend.name} backend: training runs in the driver container")
         forwarded = _without_options(sys.argv[1:], ("--config", "--state-dir"))
-        return docker.run_in_driver(["fl", *forwarded, "--config", docker.CLUSTER_FILE_IN_CONTAINER])
+        return backend.exec(["fl", *forwarded, "--config", backend.driver_cluster_file]).wait()
 
     settings = TrainSettings(
         aggregation=args.aggregation,

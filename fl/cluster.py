@@ -1,4 +1,4 @@
-"""The cluster file: tfe's hostmap (player name -> host:port) plus each player's role.
+"""The cluster file: tfe's hostmap (player name -> host:port), each player's role, and typed sections.
 
 Example::
 
@@ -6,7 +6,10 @@ Example::
       "hostmap": {"model-owner": "127.0.0.1:7100", "data-owner-0": "127.0.0.1:7101", ...},
       "roles": {"model-owner": "model_owner", "data-owner-0": "data_owner", ...},
       "data_dirs": {"data-owner-0": "/data"},
-      "backend": "local"
+      "backend": "local",
+      "metrics": {...},   # where each exporter listens and Prometheus scrapes (MetricsEndpoints)
+      "dataset": {...},   # public facts about the owners' data (DatasetInfo)
+      "mesh": {...}       # present when every link is mutual TLS through sidecars (Mesh)
     }
 
 The hostmap order gives each player its task index in the tfe job, exactly as
@@ -18,8 +21,7 @@ driver only ever passes these paths along, it never opens them.
 from __future__ import annotations
 
 import json
-import socket
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from fl.errors import ClusterConfigError, PlayerUnreachableError
@@ -30,8 +32,17 @@ COMPUTE_SERVER = "compute_server"
 ROLES = (MODEL_OWNER, DATA_OWNER, COMPUTE_SERVER)
 
 JOB_NAME = "tfe"  # tf_encrypted.RemoteConfig's default job name
+DRIVER = "driver"  # the driver's identity on the mesh; no player may take this name
+MONITOR = "prometheus"  # Prometheus's identity on the mesh: it scrapes every sidecar over mutual TLS
+GET_STATUS = "/tensorflow.WorkerService/GetStatus"
 MIN_DATA_OWNERS = 2
-COMPUTE_SERVERS_NEEDED = {"pond": 3, "aby3": 3, "additive": 0, "plaintext": 0}
+COMPUTE_SERVERS_NEEDED = {"additive": 0, "pond": 3, "aby3": 3, "plaintext": 0}
+AGGREGATIONS = tuple(COMPUTE_SERVERS_NEEDED)
+DEFAULT_AGGREGATION = "additive"
+
+# how a player's /metrics counts wire bytes: its own network namespace, or the host's shared interfaces
+OWN_NAMESPACE = "own_namespace"
+SHARED_HOST = "shared_host"
 
 
 @dataclass(frozen=True)
@@ -60,11 +71,55 @@ class Player:
         return self.name
 
 
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Public facts about the data the owners hold (never the data): what the driver needs to build the model."""
+
+    name: str
+    feature_size: int
+    num_classes: int
+    partition: str = "iid"
+    alpha: float = 0.5
+    seed: int = 0
+    train_examples: dict[str, int] | None = None
+    test_examples: int | None = None
+
+
+@dataclass(frozen=True)
+class MetricsEndpoints:
+    """Where each exporter listens, where the driver and Prometheus reach them, and what wire bytes mean."""
+
+    players: dict[str, str]  # player -> host:port where the driver reaches its /metrics
+    scrape_targets: dict[str, str]  # player or "driver" -> host:port Prometheus scrapes
+    driver: str  # host:port of the driver's exporter, as it listens
+    driver_textfile: str
+    prometheus: str  # Prometheus's URL from the host
+    listen_host: str  # the address every exporter binds
+    wire_bytes: str  # OWN_NAMESPACE or SHARED_HOST
+
+
+@dataclass(frozen=True)
+class Mesh:
+    """Every link is mutual TLS: each identity (players and the driver) reaches the others only through its sidecar."""
+
+    sidecars: dict[str, str]  # identity -> its sidecar's host on the players' network
+    ingress_port: int  # the sidecars' mutual-TLS port
+    metrics_port: int  # the sidecars' port relaying GET /metrics to their player
+
+    def sidecar_address(self, identity: str) -> str:
+        return f"{self.sidecars[identity]}:{self.ingress_port}"
+
+
+SECTIONS = {"dataset": DatasetInfo, "metrics": MetricsEndpoints, "mesh": Mesh}
+
+
 @dataclass
 class Cluster:
     players: list[Player]
     backend: str = "local"
-    extra: dict = field(default_factory=dict)
+    metrics: MetricsEndpoints | None = None
+    dataset: DatasetInfo | None = None
+    mesh: Mesh | None = None
 
     @property
     def hostmap(self) -> dict[str, str]:
@@ -101,13 +156,19 @@ class Cluster:
                 f"add players with role {COMPUTE_SERVER!r} (fl up starts 3)"
             )
 
+    @property
+    def links(self) -> str:
+        """How players reach each other, as `fl status` says it."""
+        return "mutual TLS 1.3 through a sidecar per player" if self.mesh else "plaintext gRPC"
+
     def to_dict(self) -> dict:
+        sections = {name: asdict(getattr(self, name)) for name in SECTIONS if getattr(self, name) is not None}
         return {
             "hostmap": self.hostmap,
             "roles": {p.name: p.role for p in self.players},
             "data_dirs": {p.name: p.data_dir for p in self.players if p.data_dir},
             "backend": self.backend,
-            **self.extra,
+            **sections,
         }
 
     def save(self, path: str | Path) -> None:
@@ -133,14 +194,34 @@ class Cluster:
             raise ClusterConfigError(f"{source}: needs objects 'hostmap' (name -> host:port) and 'roles' (name -> role)")
         hostmap, roles = raw["hostmap"], raw["roles"]
         data_dirs = raw.get("data_dirs", {})
-        extra = {k: v for k, v in raw.items() if k not in ("hostmap", "roles", "data_dirs", "backend")}
+        unknown = sorted(set(raw) - {"hostmap", "roles", "data_dirs", "backend", *SECTIONS})
+        if unknown:
+            raise ClusterConfigError(f"{source}: unknown field(s) {', '.join(unknown)}; regenerate the file with `fl up`")
         players = [
             Player(name, _checked_address(source, name, address), _checked_role(source, name, roles), index, data_dirs.get(name))
             for index, (name, address) in enumerate(hostmap.items())
         ]
-        cluster = cls(players=players, backend=raw.get("backend", "local"), extra=extra)
+        sections = {name: _section(source, name, kind, raw.get(name)) for name, kind in SECTIONS.items()}
+        cluster = cls(players=players, backend=raw.get("backend", "local"), **sections)
         _validate(source, cluster, roles)
         return cluster
+
+
+def _section(source: str, name: str, kind: type, raw: object):
+    """One typed section of the file, or None when absent."""
+    if raw is None:
+        return None
+    expected = {f.name for f in fields(kind)}
+    if not isinstance(raw, dict) or set(raw) - expected:
+        stray = sorted(set(raw) - expected) if isinstance(raw, dict) else []
+        detail = f"unknown key(s) {', '.join(stray)}" if stray else "not an object"
+        raise ClusterConfigError(f"{source}: section {name!r}: {detail}; regenerate the file with `fl up`")
+    try:
+        return kind(**raw)
+    except TypeError as error:
+        raise ClusterConfigError(
+            f"{source}: section {name!r} is incomplete ({error}); regenerate the file with `fl up`"
+        ) from None
 
 
 def _checked_address(source: str, name: str, address: object) -> str:
@@ -163,6 +244,15 @@ def _validate(source: str, cluster: Cluster, roles: dict) -> None:
     stray = sorted(set(roles) - set(cluster.hostmap))
     if stray:
         raise ClusterConfigError(f"{source}: roles name players missing from 'hostmap': {', '.join(stray)}")
+    for reserved in (DRIVER, MONITOR):
+        if reserved in cluster.hostmap:
+            raise ClusterConfigError(f"{source}: {reserved!r} is a reserved identity on the mesh; give that player another name")
+    if cluster.mesh is not None:
+        missing = sorted({*cluster.hostmap, DRIVER} - set(cluster.mesh.sidecars))
+        if missing:
+            raise ClusterConfigError(
+                f"{source}: section 'mesh' gives no sidecar for {', '.join(missing)}; regenerate with `fl up`"
+            )
     seen: dict[str, str] = {}
     for player in cluster.players:
         if player.address in seen:
@@ -181,12 +271,20 @@ def _validate(source: str, cluster: Cluster, roles: dict) -> None:
 
 
 def probe(player: Player, timeout: float = 2.0) -> bool:
-    """True when the player's TF server accepts connections."""
-    try:
-        with socket.create_connection((player.host, player.port), timeout=timeout):
+    """True when the player's TF server answers a gRPC call within `timeout`.
+
+    A call, not a TCP connect: with mutual TLS the player's address leads to the caller's own
+    sidecar, which accepts connections whether or not the TF server behind the peer's is up.
+    `GetStatus` (a worker's devices) is harmless and allowed to the driver.
+    """
+    import grpc  # TensorFlow's dependency; imported here so the TF-free sidecar can load this module
+
+    with grpc.insecure_channel(player.address) as channel:
+        try:
+            channel.unary_unary(GET_STATUS)(b"", timeout=timeout)
             return True
-    except OSError:
-        return False
+        except grpc.RpcError:
+            return False
 
 
 def require_reachable(players: list[Player], timeout: float = 2.0) -> None:

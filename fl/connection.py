@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from fl import secure_random
-from fl.cluster import Cluster, require_reachable
+from fl.cluster import SECTIONS, Cluster, require_reachable
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,8 @@ def connect(cluster_file: str | Path, insecure_randomness: bool = False) -> Clus
     if _connected is not None:
         if _connected.hostmap != cluster.hostmap:
             raise RuntimeError("this process already drives another cluster; use a new process")
-        _connected.extra = cluster.extra
+        for section in SECTIONS:  # e.g. the dataset `fl split` recorded since
+            setattr(_connected, section, getattr(cluster, section))
         return _connected
     if not secure_random.try_load() and insecure_randomness:
         secure_random.allow_insecure_randomness()

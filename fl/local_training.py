@@ -73,10 +73,16 @@ class OwnerTrainer:
         self._train = tf.function(self._local_round)
 
     def update(self, global_weights: list[tf.Tensor], round_seed: int) -> tf.Tensor:
-        """Train from `global_weights`; return [delta..., mean metrics] on the owner's device."""
+        """Train from `global_weights`; return [delta..., mean metrics] on the owner's device.
+
+        The weights are copied onto the owner before the call: a function whose inputs sit on
+        another player would make this owner run a component there, a call the mesh refuses
+        to every player but the driver (fl/mesh/policy.py).
+        """
         try:
             with tf.device(self.owner.device_name):
-                return self._train(global_weights, tf.constant(round_seed, tf.int64))
+                local_weights = [tf.identity(weights) for weights in global_weights]
+                return self._train(local_weights, tf.constant(round_seed, tf.int64))
         except ValueError as error:
             raise UpdateMismatchError(
                 f"{self.owner.name}: its model does not match the model owner's weights "

@@ -10,15 +10,12 @@ from pathlib import Path
 import tensorflow as tf
 
 from fl.aggregation import ABY3SecureAverage, AdditiveSecureAverage, Aggregation, PlaintextAverage, PondSecureAverage
-from fl.cluster import Cluster
+from fl.cluster import AGGREGATIONS, DEFAULT_AGGREGATION, Cluster
 from fl.connection import connect
 from fl.data.sources import owner_sources
 from fl.errors import FLError
 from fl.federated import FederatedLearning
 from fl.metrics.training import TrainingMetrics
-
-AGGREGATIONS = ("additive", "pond", "aby3", "plaintext")
-DEFAULT_AGGREGATION = "additive"
 
 
 @dataclass
@@ -72,10 +69,9 @@ def train(cluster_file: str, settings: TrainSettings, json_path: str | None = No
         raise FLError(f"unknown aggregation {settings.aggregation!r}; use one of {', '.join(AGGREGATIONS)}")
     aggregation = make_aggregation(settings.aggregation, cluster, settings.value_range, settings.out_of_range)
     train_data, test_data = owner_sources(cluster)
-    meta = cluster.extra["dataset"]
+    meta = cluster.dataset
     tf.keras.utils.set_random_seed(settings.seed)
-    textfile = cluster.extra.get("metrics", {}).get("driver_textfile")
-    metrics = TrainingMetrics(settings.aggregation, Path(textfile) if textfile else None)
+    metrics = TrainingMetrics(settings.aggregation, Path(cluster.metrics.driver_textfile) if cluster.metrics else None)
     federated = FederatedLearning(
         cluster.model_owner,
         aggregation,
@@ -86,7 +82,7 @@ def train(cluster_file: str, settings: TrainSettings, json_path: str | None = No
         round_listeners=[metrics],
     )
     with federated:
-        model = build_classifier(meta["feature_size"], meta["num_classes"], settings.hidden_units, settings.learning_rate)
+        model = build_classifier(meta.feature_size, meta.num_classes, settings.hidden_units, settings.learning_rate)
     if settings.verbose:
         print(f"training on {len(train_data)} data owners with {aggregation!r} ({cluster.backend} backend)")
     history = model.fit(train_data, epochs=settings.epochs, rounds_per_epoch=settings.rounds_per_epoch, verbose=settings.verbose)
@@ -97,7 +93,8 @@ def train(cluster_file: str, settings: TrainSettings, json_path: str | None = No
         "aggregation": settings.aggregation,
         "backend": cluster.backend,
         "data_owners": len(train_data),
-        "dataset": meta["name"],
+        "dataset": meta.name,
+        "links": cluster.links,
         "test_accuracy": test_accuracy,
         "test_loss": test_loss,
         "rounds": len(rounds),

@@ -21,7 +21,7 @@ build() {  # image, then docker build arguments
   DOCKER_BUILDKIT=0 docker build -q --build-arg BASE="$base" -t "$@" . >/dev/null
   echo "images: built $1 ($(docker image inspect -f '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
-for target in player driver; do
+for target in player driver sidecar; do
   build "fl-testbed-$target" -f images/Dockerfile --target "$target"
 done
 build fl-testbed-prometheus -f images/prometheus.Dockerfile

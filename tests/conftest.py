@@ -1,16 +1,17 @@
-"""Fixtures: a real multi-process player cluster, started by the tests themselves."""
+"""Fixtures: a real multi-process player cluster and a real Compose testbed, started by the tests themselves."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 import fl
-from fl.backends import local
-from fl.backends.local import StateDir
+from fl.backends import UpSettings, local
+from fl.backends.local import StateDir, free_ports
 from fl.data import datasets
 from fl.data.split import write_shards
 
@@ -40,7 +41,7 @@ def cluster_state(tmp_path_factory) -> StateDir:
     state = StateDir(Path(os.path.relpath(tmp_path_factory.mktemp("cluster"))))
     cluster = local.up(OWNERS, state)
     try:
-        cluster.extra["dataset"] = write_shards(cluster, datasets.load("digits"))
+        cluster.dataset = write_shards(cluster, datasets.load("digits"))
         cluster.save(state.cluster_file)
         yield state
     finally:
@@ -51,3 +52,37 @@ def cluster_state(tmp_path_factory) -> StateDir:
 def cluster(cluster_state) -> fl.Cluster:
     """This test process connected as the driver of the session's cluster."""
     return fl.connect(cluster_state.cluster_file)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def images() -> None:
+    """Build the images (cached layers when nothing changed)."""
+    subprocess.run([str(REPO / "scripts" / "build-images.sh")], check=True, cwd=REPO)
+
+
+@pytest.fixture(scope="session")
+def compose_cluster(images) -> fl.Cluster:
+    """The Compose testbed with mutual TLS (after whatever an earlier run left behind is gone), for every Docker test."""
+    from fl.backends.docker import DockerBackend
+
+    os.chdir(REPO)
+    backend = DockerBackend()
+    if backend.is_up():
+        backend.down()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PROMETHEUS_PORT", str(free_ports(1)[0]))  # a local cluster may hold the default
+        cluster = backend.up(UpSettings(OWNERS))
+        yield cluster
+        backend.down()
+
+
+@pytest.fixture(scope="session")
+def engine():
+    import docker as docker_sdk
+
+    client = docker_sdk.from_env()
+    yield client
+    client.close()

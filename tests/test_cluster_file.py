@@ -66,3 +66,33 @@ def test_unreadable_and_missing_files(tmp_path):
     broken.write_text(json.dumps([1, 2]))
     with pytest.raises(ClusterConfigError, match="needs objects"):
         Cluster.load(broken)
+
+
+def test_typed_sections_are_checked_with_one_clear_error():
+    raw = cluster_dict()
+    raw["metrics"] = {"players": {}, "colour": "blue"}
+    with pytest.raises(ClusterConfigError, match="section 'metrics': unknown key"):
+        Cluster.from_dict(raw)
+    raw = cluster_dict()
+    raw["dataset"] = {"name": "digits"}
+    with pytest.raises(ClusterConfigError, match="section 'dataset' is incomplete"):
+        Cluster.from_dict(raw)
+    raw = cluster_dict()
+    raw["extra_field"] = 1
+    with pytest.raises(ClusterConfigError, match="unknown field"):
+        Cluster.from_dict(raw)
+
+
+def test_the_driver_identity_is_reserved_and_a_mesh_names_every_sidecar():
+    raw = cluster_dict()
+    raw["hostmap"]["driver"], raw["roles"]["driver"] = "127.0.0.1:7999", "compute_server"
+    with pytest.raises(ClusterConfigError, match="'driver' is a reserved identity on the mesh"):
+        Cluster.from_dict(raw)
+    raw = cluster_dict()
+    raw["mesh"] = {"sidecars": {name: f"{name}-tls" for name in raw["hostmap"]}, "ingress_port": 7443, "metrics_port": 9401}
+    with pytest.raises(ClusterConfigError, match="gives no sidecar for driver"):
+        Cluster.from_dict(raw)
+    raw["mesh"]["sidecars"]["driver"] = "driver-tls"
+    cluster = Cluster.from_dict(raw)
+    assert cluster.mesh.sidecar_address("server0") == "server0-tls:7443"
+    assert Cluster.from_dict(cluster.to_dict()) == cluster

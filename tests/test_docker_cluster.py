@@ -2,108 +2,61 @@
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import subprocess
-import tarfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import docker as docker_sdk
 import pytest
-from docker.models.containers import Container
+from containers import (
+    REPO,
+    SCENARIOS,
+    container,
+    copy_into,
+    read_until,
+    run_scenario,
+    stdout_lines,
+    train_in_driver,
+    wait_healthy,
+)
 from promql import dashboard_queries, has_data, query, value, wait_for
 
 from fl.backends import docker
-from fl.backends.local import free_ports
+from fl.backends.docker import DockerBackend
 from fl.bench import netem
-from fl.cluster import Cluster
 
 pytestmark = pytest.mark.docker
 
-REPO = Path(__file__).resolve().parents[1]
-SCENARIOS = Path(__file__).parent / "scenarios"
-OWNERS = 3
 WIRE_ROUNDS = 30
 # wire bytes per round over protocol payload: TCP/IP and gRPC framing, RPC replies and
 # Prometheus's own scrapes ride on the same interface
 WIRE_MARGIN = (1.0, 1.6)
 
 
-@pytest.fixture(scope="module")
-def images() -> None:
-    """Build the images (cached layers when nothing changed)."""
-    subprocess.run([str(REPO / "scripts" / "build-images.sh")], check=True, cwd=REPO)
-
-
-@pytest.fixture(scope="module")
-def compose_cluster(images) -> Cluster:
-    """Bring the cluster up (after whatever an earlier run left behind is gone), tear it down afterwards."""
-    os.chdir(REPO)
-    if docker.is_up():
-        docker.down()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PROMETHEUS_PORT", str(free_ports(1)[0]))  # a local cluster may hold the default
-        cluster = docker.up(OWNERS)
-        yield cluster
-        docker.down()
-
-
-@pytest.fixture(scope="module")
-def engine() -> docker_sdk.DockerClient:
-    client = docker_sdk.from_env()
-    yield client
-    client.close()
-
-
 def test_down_removes_a_project_left_behind_without_its_files(images, engine, tmp_path, monkeypatch):
     """A killed run (or another checkout) can leave the project running; `down` must clear it from anywhere."""
     monkeypatch.chdir(tmp_path)  # no rendered compose/ here
-    docker.down()  # a cluster some other run left up is not this test's leftover
+    backend = DockerBackend()
+    backend.down()  # a cluster some other run left up is not this test's leftover
     label = {"com.docker.compose.project": docker.PROJECT}
     network = engine.networks.create(f"{docker.PROJECT}_left-behind", labels=label)
     volume = engine.volumes.create(f"{docker.PROJECT}_left-behind", labels=label)
     container = engine.containers.create(
         f"{docker.IMAGE}-player", labels={**label, "com.docker.compose.service": "data-owner-0"}, network=network.name
     )
-    assert docker.is_up()
-    assert docker.down() == ["data-owner-0"]
-    assert not docker.is_up()
+    assert backend.is_up()
+    assert backend.down() == ["data-owner-0"]
+    assert not backend.is_up()
     for collection, name in ((engine.containers, container.id), (engine.networks, network.id), (engine.volumes, volume.id)):
         with pytest.raises(docker_sdk.errors.NotFound):
             collection.get(name)
 
 
-def container(engine: docker_sdk.DockerClient, service: str) -> Container:
-    return engine.containers.get(docker.container_name(service))
-
-
-def copy_into(target: Container, source: Path, directory: str = "/tmp") -> str:
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        info = tarfile.TarInfo(source.name)
-        info.size, info.mode = source.stat().st_size, 0o644
-        tar.addfile(info, io.BytesIO(source.read_bytes()))
-    assert target.put_archive(directory, archive.getvalue())
-    return f"{directory}/{source.name}"
-
-
-def run_scenario(engine: docker_sdk.DockerClient, name: str) -> dict:
-    """A script from tests/scenarios run by the driver container's Python; its last stdout line is JSON."""
-    driver = container(engine, "driver")
-    exit_code, output = driver.exec_run(["python", copy_into(driver, SCENARIOS / name)], demux=True)
-    stdout, stderr = (part.decode() if part else "" for part in output)
-    assert exit_code == 0, stderr[-2000:]
-    return json.loads(stdout.strip().splitlines()[-1])
-
-
-def test_one_container_per_player_plus_the_driver_and_monitoring(compose_cluster, engine):
+def test_one_container_per_player_and_its_sidecar_plus_the_driver_and_monitoring(compose_cluster, engine):
     listed = engine.containers.list(filters={"label": f"com.docker.compose.project={docker.PROJECT}"})
     services = sorted(c.labels["com.docker.compose.service"] for c in listed)
     monitoring = ["prometheus", *(["grafana"] if engine.images.list(name=docker.GRAFANA_IMAGE) else [])]
-    assert services == sorted([p.name for p in compose_cluster.players] + ["driver", *monitoring])
+    identities = [p.name for p in compose_cluster.players] + ["driver"]
+    assert services == sorted([*identities, *(docker.sidecar_service(name) for name in identities), *monitoring])
     assert all(c.status == "running" for c in listed)
 
 
@@ -135,15 +88,8 @@ def test_secure_training_end_to_end_in_containers(trained_in_containers):
     assert summary["test_accuracy"] >= 0.9
 
 
-def train_in_driver(engine: docker_sdk.DockerClient, epochs: int, json_name: str) -> dict:
-    argv = ["fl", "train", "--aggregation", "additive", "--epochs", str(epochs), "--config", docker.CLUSTER_FILE_IN_CONTAINER]
-    exit_code, output = container(engine, "driver").exec_run([*argv, "--json", f"results/{json_name}"])
-    assert exit_code == 0, output.decode()[-2000:]
-    return json.loads((REPO / "results" / json_name).read_text())
-
-
 def test_prometheus_answers_every_dashboard_query_in_containers(compose_cluster, trained_in_containers):
-    url = compose_cluster.extra["metrics"]["prometheus"]
+    url = compose_cluster.metrics.prometheus
     wait_for(url, "sum(fl_rounds_completed_total) >= 10")
     empty = [f"{title}: {expr}" for title, expr in dashboard_queries() if not has_data(query(url, expr))]
     assert empty == []
@@ -152,7 +98,7 @@ def test_prometheus_answers_every_dashboard_query_in_containers(compose_cluster,
 
 
 def test_owner_wire_bytes_per_round_are_what_the_protocol_sends(compose_cluster, engine):
-    url = compose_cluster.extra["metrics"]["prometheus"]
+    url = compose_cluster.metrics.prometheus
     sent = 'sum(fl_player_network_transmit_bytes_total{{player="{}"}})'
     time.sleep(5)  # idle, so the last scrape before `started` saw no training traffic
     started = time.time()
@@ -179,13 +125,15 @@ def test_bench_in_containers_measures_wire_bytes_and_feels_a_slow_link(compose_c
         return json.loads(output[0].decode().strip().splitlines()[-1])
 
     lan = measured()
+    links = DockerBackend().shaped_links(compose_cluster)
+    assert [name for name, _ in links] == [docker.container_name(f"{p.name}-tls") for p in compose_cluster.players]
     try:
-        for player in compose_cluster.players:
-            netem.apply(docker.container_name(player.name), netem.PROFILES["10mbit"])
+        for name, address in links:
+            netem.apply(name, address, netem.PROFILES["10mbit"])
         slow = measured()
     finally:
-        for player in compose_cluster.players:
-            netem.apply(docker.container_name(player.name), netem.PROFILES["lan"])
+        for name, address in links:
+            netem.apply(name, address, netem.PROFILES["lan"])
     for row in (lan, slow):
         ratio = row["wire_bytes_per_owner"] / row["protocol_bytes_per_owner"]
         assert WIRE_MARGIN[0] <= ratio <= WIRE_MARGIN[1], row
@@ -227,32 +175,6 @@ def test_stopped_owner_fails_the_round_by_name_then_training_resumes(compose_clu
     assert failed_within < 60
     assert len(resumed["loss"]) == 3 and resumed["loss"][-1] < resumed["loss"][0]
     assert resumed["accuracy"] > 0.8
-
-
-def stdout_lines(chunks: Iterator[bytes]) -> Iterator[str]:
-    pending = ""
-    for chunk in chunks:
-        pending += chunk.decode()
-        *complete, pending = pending.split("\n")
-        yield from complete
-
-
-def read_until(lines: Iterator[str], marker: str) -> str:
-    """The rest of the first line starting with `marker`."""
-    for line in lines:
-        if line.startswith(marker):
-            return line[len(marker) :].strip()
-    raise AssertionError(f"driver scenario ended before printing {marker!r}")
-
-
-def wait_healthy(target: Container, timeout: float = 400) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        target.reload()
-        if target.attrs["State"].get("Health", {}).get("Status") == "healthy":
-            return
-        time.sleep(1)
-    raise AssertionError(f"{target.name} not healthy after {timeout:.0f}s")
 
 
 def test_a_container_off_the_players_network_cannot_reach_any_player(compose_cluster, engine):

@@ -24,7 +24,7 @@ ROUNDS = 20  # several seconds: Prometheus (every 2 s) scrapes the run in progre
 def scraped_run(cluster_state: StateDir, cluster) -> tuple[Cluster, str]:
     """A short additive training run that Prometheus has scraped to the end."""
     loaded = Cluster.load(cluster_state.cluster_file)
-    url = loaded.extra["metrics"]["prometheus"]
+    url = loaded.metrics.prometheus
     wait_for(url, 'up{job="driver"} == 1')
     before = query(url, "sum(fl_rounds_completed_total)")
     done = ROUNDS + (float(before[0]["value"][1]) if before else 0)
@@ -42,7 +42,7 @@ def scrape(address: str) -> str:
 def test_prometheus_scrapes_every_player_and_the_driver(scraped_run):
     cluster, url = scraped_run
     targets = {sample["metric"]["instance"]: sample["value"][1] for sample in query(url, "up")}
-    expected = {*cluster.extra["metrics"]["players"].values(), cluster.extra["metrics"]["driver"]}
+    expected = set(cluster.metrics.scrape_targets.values())
     assert set(targets) == expected and set(targets.values()) == {"1"}
 
 
@@ -66,8 +66,7 @@ def test_round_metrics_count_the_run(scraped_run):
 
 def test_metric_names_follow_prometheus_conventions(scraped_run):
     cluster, _ = scraped_run
-    metrics = cluster.extra["metrics"]
-    for address in [metrics["driver"], *metrics["players"].values()]:
+    for address in cluster.metrics.scrape_targets.values():
         text = scrape(address)
         lint = subprocess.run([prometheus.binary("promtool"), "check", "metrics"], input=text, capture_output=True, text=True)
         assert lint.returncode == 0 and lint.stdout.strip() == "", f"{address}: {lint.stdout}{lint.stderr}"

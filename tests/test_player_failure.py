@@ -19,7 +19,7 @@ SCENARIOS = Path(__file__).parent / "scenarios"
 def small_cluster(tmp_path):
     state = StateDir(tmp_path)
     cluster = local.up(2, state)
-    cluster.extra["dataset"] = write_shards(cluster, datasets.load("digits"))
+    cluster.dataset = write_shards(cluster, datasets.load("digits"))
     cluster.save(state.cluster_file)
     yield state
     local.down(state)

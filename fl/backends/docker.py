@@ -1,10 +1,18 @@
 """The docker backend: one container per player plus a driver container, via Docker Compose.
 
-The Compose file is rendered from the same player list as the local backend, so
-names and roles agree with the cluster file. Players sit on an internal network
-with no published ports; each data owner's shard lives in its own volume, which
-no other container mounts. Prometheus joins the players' network to scrape them
-and a second network to publish its port (and Grafana's) on the host's loopback.
+The Compose file is rendered from the same player list as the local backend, so names
+and roles agree with the cluster file. With mutual TLS (the default), each player's TF
+server and the driver sit alone on a private network (`link-<name>`) with their sidecar
+(`<name>-tls`, HAProxy, see fl/mesh/), which alone joins the players' network: on the
+private link the sidecar answers to every peer's name, so whatever the TF server dials
+leaves through it with this player's certificate, and whatever arrives from the players'
+network has passed its handshake and method policy. Each identity's key is mounted into
+its own sidecar only. `tls=False` renders the earlier plaintext layout (every TF server
+on the players' network), kept for measuring what TLS costs.
+
+Players' networks are internal, no player port is published; each owner's shard lives in
+its own volume, which no other container mounts. Prometheus joins the players' network to
+scrape the sidecars and a second network to publish its port on the host's loopback.
 """
 
 from __future__ import annotations
@@ -12,20 +20,39 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from fl.backends import Backend, PlayerStatus, UpSettings
 from fl.backends.local import player_names
-from fl.cluster import DATA_OWNER, MODEL_OWNER, Cluster, Player
+from fl.cluster import (
+    DATA_OWNER,
+    DRIVER,
+    MODEL_OWNER,
+    MONITOR,
+    OWN_NAMESPACE,
+    Cluster,
+    DatasetInfo,
+    Mesh,
+    MetricsEndpoints,
+    Player,
+)
 from fl.data.datasets import SCHEMAS
 from fl.errors import FLError
+from fl.mesh.pki import CA_FILE, IDENTITY_FILE, ClusterPKI
 from fl.metrics import prometheus
 
 PROJECT = "fl-testbed"
 PLAYER_PORT = 7000
+SIDECAR_PORT = 7443
+SIDECAR_METRICS_PORT = 9401
 IMAGE = "fl-testbed"
 CLUSTER_FILE_IN_CONTAINER = "/etc/fl/cluster.json"
+TLS_DIR_IN_CONTAINER = "/etc/fl/tls"
+PROMETHEUS_TLS_DIR = "/run/prometheus-tls"  # where Prometheus's entrypoint copies its identity for the nobody user
 DATA_DIR_IN_CONTAINER = "/data"
 NETWORK = "players"
 MONITORING_NETWORK = "monitoring"
@@ -34,6 +61,10 @@ DRIVER_METRICS_FILE = "/tmp/fl-metrics/driver.prom"
 PROMETHEUS_PORT = 9090
 GRAFANA_PORT = 3000
 GRAFANA_IMAGE = "grafana/grafana-oss:11.3.0"
+IMAGE_TARGETS = ("player", "driver", "sidecar", "prometheus")
+COMPOSE_DIR = Path("compose")  # the rendered compose.yaml, cluster.json, prometheus.yml and the cluster's PKI
+PKI_DIR = "pki"  # under COMPOSE_DIR: one directory per identity, each mounted into its own sidecar only
+HEALTHY_WITHIN_SECONDS = 420.0  # seven TF servers import TensorFlow at once on two cores
 
 
 def compose_command() -> list[str]:
@@ -49,80 +80,135 @@ def engine_answers() -> bool:
     return shutil.which("docker") is not None and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
 
 
-def container_cluster(owners: int, dataset: dict) -> Cluster:
-    """Each player is its own host `name:7000`; every player keeps its own files in /data."""
+def sidecar_service(identity: str) -> str:
+    return f"{identity}-tls"
+
+
+def link_network(identity: str) -> str:
+    """The private network between an identity's TF server (or the driver) and its sidecar."""
+    return f"link-{identity}"
+
+
+def container_cluster(owners: int, dataset: DatasetInfo, tls: bool = True) -> Cluster:
+    """Each player is its own host `name:7000` and keeps its own files in /data."""
     players = [
         Player(name, f"{name}:{PLAYER_PORT}", role, index, DATA_DIR_IN_CONTAINER)
         for index, (name, role) in enumerate(player_names(owners))
     ]
-    metrics = {
-        "players": {player.name: f"{player.name}:{METRICS_PORT}" for player in players},
-        "driver": f"driver:{METRICS_PORT}",
-        "driver_textfile": DRIVER_METRICS_FILE,
-        "prometheus": f"http://127.0.0.1:{os.environ.get('PROMETHEUS_PORT', PROMETHEUS_PORT)}",
-    }
-    cluster = Cluster(players=players, backend="docker", extra={"dataset": dataset, "metrics": metrics})
+    identities = [*(player.name for player in players), DRIVER]
+    if tls:
+        mesh = Mesh({name: sidecar_service(name) for name in identities}, SIDECAR_PORT, SIDECAR_METRICS_PORT)
+        scrape_targets = {name: f"{sidecar_service(name)}:{SIDECAR_METRICS_PORT}" for name in identities}
+    else:
+        mesh = None
+        scrape_targets = {name: f"{name}:{METRICS_PORT}" for name in identities}
+    metrics = MetricsEndpoints(
+        players={player.name: f"{player.name}:{METRICS_PORT}" for player in players},
+        scrape_targets=scrape_targets,
+        driver=f"{DRIVER}:{METRICS_PORT}",
+        driver_textfile=DRIVER_METRICS_FILE,
+        prometheus=f"http://127.0.0.1:{os.environ.get('PROMETHEUS_PORT', PROMETHEUS_PORT)}",
+        listen_host="0.0.0.0",
+        wire_bytes=OWN_NAMESPACE,
+    )
+    cluster = Cluster(players=players, backend="docker", metrics=metrics, dataset=dataset, mesh=mesh)
     return Cluster.from_dict(cluster.to_dict())
 
 
 def render_compose(cluster: Cluster, image: str = IMAGE, grafana: bool = False) -> dict:
     """Paths are relative to compose/; the driver runs as the host user so results/ stays theirs."""
     cluster_mount = f"./cluster.json:{CLUSTER_FILE_IN_CONTAINER}:ro"
-    dataset = cluster.extra["dataset"]
+    dataset = cluster.dataset
+    mesh = cluster.mesh
     services: dict[str, dict] = {}
     volumes: dict[str, dict] = {}
+    networks: dict[str, dict] = {NETWORK: {"internal": True}, MONITORING_NETWORK: {}}
     for player in cluster.players:
         command = f"exec fl player {player.name} --config {CLUSTER_FILE_IN_CONTAINER}"
         service = {
             "image": f"{image}-player",
             "hostname": player.name,
-            "networks": [NETWORK],
+            "networks": [link_network(player.name)] if mesh else [NETWORK],
             "volumes": [cluster_mount],
             "entrypoint": ["sh", "-c"],
             "command": [command],
             "environment": {"FL_PORT": str(PLAYER_PORT)},
-            # for `fl bench` network profiles (tc as root via docker exec); the player runs as a user without it
-            "cap_add": ["NET_ADMIN"],
             # TF takes a while to import when seven containers start on two cores
-            "healthcheck": {
-                "test": ["CMD", "python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {PLAYER_PORT}), 1)"],
-                "interval": "3s",
-                "timeout": "2s",
-                "retries": 5,
-                "start_period": "300s",
-            },
+            "healthcheck": _port_answers(PLAYER_PORT, start_period="300s"),
         }
+        if not mesh:  # for `fl bench` network profiles (tc as root via docker exec); with TLS the sidecar's link is shaped
+            service["cap_add"] = ["NET_ADMIN"]
         if player.role in (DATA_OWNER, MODEL_OWNER):
             volume = f"{player.name}-data"
             volumes[volume] = {}
             service["volumes"].append(f"{volume}:{DATA_DIR_IN_CONTAINER}")
             # SIMULATION ONLY: the owner writes its own shard of the public data set before serving
             prepare = (
-                f"fl split --only {player.name} --dataset {dataset['name']} --seed {dataset['seed']} "
-                f"--partition {dataset['partition']} --alpha {dataset['alpha']} --config {CLUSTER_FILE_IN_CONTAINER}"
+                f"fl split --only {player.name} --dataset {dataset.name} --seed {dataset.seed} "
+                f"--partition {dataset.partition} --alpha {dataset.alpha} --config {CLUSTER_FILE_IN_CONTAINER}"
             )
             service["command"] = [f"{prepare} && {command}"]
         services[player.name] = service
-    services["driver"] = {
+    ready = {player.name: {"condition": "service_healthy"} for player in cluster.players}
+    services[DRIVER] = {
         "image": f"{image}-driver",
-        "hostname": "driver",
-        "networks": [NETWORK],
+        "hostname": DRIVER,
+        "networks": [link_network(DRIVER)] if mesh else [NETWORK],
         "user": "${FL_UID:-1000}:${FL_GID:-1000}",
         "volumes": [cluster_mount, "../results:/home/fl/results"],
         "entrypoint": ["fl", "driver-metrics", "--config", CLUSTER_FILE_IN_CONTAINER],
-        "depends_on": {player.name: {"condition": "service_healthy"} for player in cluster.players},
     }
-    services.update(render_monitoring(image, grafana))
+    if mesh:
+        identities = [*(player.name for player in cluster.players), DRIVER]
+        for identity in identities:
+            networks[link_network(identity)] = {"internal": True}
+            services[sidecar_service(identity)] = render_sidecar(cluster, identity, image, cluster_mount)
+        ready.update({sidecar_service(player.name): {"condition": "service_healthy"} for player in cluster.players})
+    services[DRIVER]["depends_on"] = ready
+    services.update(render_monitoring(image, grafana, tls=mesh is not None))
     volumes["prometheus-data"] = {}
+    return {"services": services, "networks": networks, "volumes": volumes}
+
+
+def render_sidecar(cluster: Cluster, identity: str, image: str, cluster_mount: str) -> dict:
+    """`identity`'s TLS sidecar: on the players' network as `<identity>-tls`, on its private link as every peer."""
+    peers = [player.name for player in cluster.players if player.name != identity]
     return {
-        "services": services,
-        "networks": {NETWORK: {"internal": True}, MONITORING_NETWORK: {}},
-        "volumes": volumes,
+        "image": f"{image}-sidecar",
+        "hostname": sidecar_service(identity),
+        "command": [
+            identity,
+            "--config",
+            CLUSTER_FILE_IN_CONTAINER,
+            "--certificate",
+            f"{TLS_DIR_IN_CONTAINER}/{IDENTITY_FILE}",
+            "--ca",
+            f"{TLS_DIR_IN_CONTAINER}/{CA_FILE}",
+        ],
+        # this identity's key and the CA certificate, nobody else's key, never the CA's key
+        "volumes": [cluster_mount, f"./{PKI_DIR}/{identity}:{TLS_DIR_IN_CONTAINER}:ro"],
+        "networks": {NETWORK: {}, link_network(identity): {"aliases": peers}},
+        "cap_add": ["NET_ADMIN"],  # `fl bench` shapes this link with tc (docker exec as root)
+        "depends_on": {identity: {"condition": "service_started"}},
+        "healthcheck": _port_answers(SIDECAR_METRICS_PORT, start_period="120s"),
     }
 
 
-def render_monitoring(image: str, grafana: bool) -> dict[str, dict]:
-    """Prometheus on both networks, its API on the host's loopback; Grafana provisioned from dashboards/."""
+def _port_answers(port: int, start_period: str) -> dict:
+    return {
+        "test": ["CMD", "python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {port}), 1)"],
+        "interval": "3s",
+        "timeout": "2s",
+        "retries": 5,
+        "start_period": start_period,
+    }
+
+
+def render_monitoring(image: str, grafana: bool, tls: bool) -> dict[str, dict]:
+    """Prometheus on both networks, its API on the host's loopback; Grafana provisioned from dashboards/.
+
+    With mutual TLS, Prometheus holds its own identity (`prometheus`) and scrapes the sidecars with it.
+    """
     ready = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PROMETHEUS_PORT}/-/ready', timeout=2)"
     services = {
         "prometheus": {
@@ -133,6 +219,9 @@ def render_monitoring(image: str, grafana: bool) -> dict[str, dict]:
             "healthcheck": {"test": ["CMD", "python3", "-c", ready], "interval": "3s", "timeout": "3s", "retries": 20},
         }
     }
+    if tls:
+        services["prometheus"]["volumes"].append(f"./{PKI_DIR}/{MONITOR}:{TLS_DIR_IN_CONTAINER}:ro")
+        services["prometheus"]["environment"] = {"FL_TLS_MOUNT": TLS_DIR_IN_CONTAINER, "FL_TLS_COPY": PROMETHEUS_TLS_DIR}
     if grafana:
         services["grafana"] = {
             "image": GRAFANA_IMAGE,
@@ -148,104 +237,52 @@ def render_monitoring(image: str, grafana: bool) -> dict[str, dict]:
     return services
 
 
-IMAGE_TARGETS = ("player", "driver", "prometheus")
-COMPOSE_DIR = Path("compose")  # the rendered compose.yaml, cluster.json and prometheus.yml
-
-
-def is_up() -> bool:
-    """True while containers of the project exist (running or stopped)."""
-    return shutil.which("docker") is not None and bool(_labelled("ps", "-aq"))
-
-
-def up(owners: int, dataset_name: str = "digits", seed: int = 0) -> Cluster:
-    """Render the project, start every container, return once all players are healthy."""
-    if not engine_answers():
-        raise FLError("no Docker engine answers: start Docker, or use --backend local")
-    dataset = dataset_settings(dataset_name, seed)
-    missing = [f"{IMAGE}-{target}" for target in IMAGE_TARGETS if not _image_exists(f"{IMAGE}-{target}")]
-    if missing:
-        raise FLError(f"image(s) {', '.join(missing)} not built: run `make images` first")
-    directory = COMPOSE_DIR
-    grafana = _image_exists(GRAFANA_IMAGE)
-    if not grafana:
-        print(
-            f"monitoring: NO GRAFANA ({GRAFANA_IMAGE} is not here and cannot be pulled; Debian ships no Grafana): "
-            "Prometheus answers every dashboard query; import dashboards/*.json into any Grafana"
-        )
-    write_project(directory, owners, dataset, grafana=grafana)
-    Path("results").mkdir(exist_ok=True)
-    compose(directory, "up", "-d", "--remove-orphans")
-    return Cluster.load(directory / "cluster.json")
-
-
-def dataset_settings(dataset_name: str, seed: int = 0) -> dict:
+def dataset_settings(dataset_name: str, seed: int = 0) -> DatasetInfo:
     """What each owner container needs to prepare its own shard (SIMULATION ONLY)."""
     if dataset_name not in SCHEMAS:
         raise FLError(f"the docker backend prepares {', '.join(SCHEMAS)} inside the owners; {dataset_name!r} is not one")
-    return {"name": dataset_name, **SCHEMAS[dataset_name], "partition": "iid", "alpha": 0.5, "seed": seed}
+    return DatasetInfo(name=dataset_name, **SCHEMAS[dataset_name], seed=seed)
 
 
-def status() -> list[dict]:
-    directory = COMPOSE_DIR
-    cluster = Cluster.load(directory / "cluster.json")
-    rows = []
-    for player in cluster.players:
-        inspected = subprocess.run(
-            [
-                "docker",
-                "inspect",
-                "-f",
-                "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
-                container_name(player.name),
-            ],
-            capture_output=True,
-            text=True,
-        )
-        state_text = inspected.stdout.split() if inspected.returncode == 0 else ["absent"]
-        rows.append(
-            {
-                "player": player.name,
-                "role": player.role,
-                "address": player.address,
-                "pid": container_name(player.name),
-                "process": state_text[0],
-                "server": "answering" if state_text[1:] == ["healthy"] else "not answering",
-            }
-        )
-    return rows
+def write_project(
+    directory: Path, owners: int, dataset: DatasetInfo, image: str = IMAGE, grafana: bool = False, tls: bool = True
+) -> Path:
+    """Write the cluster file, prometheus.yml and compose.yaml for `owners` data owners; return the compose file.
 
-
-def down() -> list[str]:
-    """Remove the containers, networks and volumes of the project; return the services that were there.
-
-    Works without the rendered files too (a project started from another checkout, or
-    left behind by a killed run): whatever carries the project's label goes.
+    With TLS, the cluster's PKI in `directory/pki/` is created or reused first (`fl certs --rotate` renews it).
     """
-    services = sorted(set(_labelled("ps", "-a", "--format", '{{.Label "com.docker.compose.service"}}')))
-    if (COMPOSE_DIR / "compose.yaml").exists():
-        compose(COMPOSE_DIR, "down", "--volumes", "--remove-orphans")
-    for listing, removal in (
-        (("ps", "-aq"), ("rm", "-f")),
-        (("network", "ls", "-q"), ("network", "rm")),
-        (("volume", "ls", "-q"), ("volume", "rm")),
-    ):
-        leftovers = _labelled(*listing)
-        if leftovers and subprocess.run(["docker", *removal, *leftovers], capture_output=True).returncode != 0:
-            command = f"docker {' '.join(removal)} {' '.join(leftovers)}"
-            raise FLError(f"could not remove what project {PROJECT} left behind: run `{command}` and see why")
-    return services
+    directory.mkdir(parents=True, exist_ok=True)
+    cluster = container_cluster(owners, dataset, tls)
+    scrape_tls = None
+    if cluster.mesh:
+        issued = ClusterPKI(directory / PKI_DIR).ensure(identities(cluster))
+        if issued:
+            print(f"pki: issued certificates for {', '.join(issued)} (CA and keys in {directory / PKI_DIR})")
+        identity_file = f"{PROMETHEUS_TLS_DIR}/{IDENTITY_FILE}"
+        scrape_tls = {"ca_file": f"{PROMETHEUS_TLS_DIR}/{CA_FILE}", "cert_file": identity_file, "key_file": identity_file}
+    cluster.save(directory / "cluster.json")
+    prometheus.write_scrape_config(cluster, directory / "prometheus.yml", scrape_tls)
+    compose = render_compose(cluster, image, grafana)
+    path = directory / "compose.yaml"
+    header = f"# Rendered by `fl up --backend docker --owners {owners}`; edit fl/backends/docker.py instead.\n"
+    path.write_text(header + yaml.safe_dump(compose, sort_keys=False))
+    return path
 
 
-def _labelled(*listing: str) -> list[str]:
-    """What `docker <listing>` prints for the objects that carry this project's Compose label."""
-    listed = subprocess.run(
-        ["docker", *listing, "--filter", f"label=com.docker.compose.project={PROJECT}"], capture_output=True, text=True
-    )
-    return listed.stdout.split() if listed.returncode == 0 else []
+def identities(cluster: Cluster) -> dict[str, list[str]]:
+    """Who gets a certificate, and the names each is reached by: a sidecar as its player and as its own host."""
+    names = {identity: [identity, sidecar] for identity, sidecar in cluster.mesh.sidecars.items()}
+    return {**names, MONITOR: [MONITOR]}
 
 
-def run_in_driver(argv: list[str]) -> int:
-    return compose(COMPOSE_DIR, "exec", "-T", "driver", *argv, check=False).returncode
+def compose(directory: Path, *args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
+    command = [*compose_command(), "-p", PROJECT, "-f", str(directory / "compose.yaml"), *args]
+    environment = {**os.environ, "FL_UID": str(os.getuid()), "FL_GID": str(os.getgid())}
+    result = subprocess.run(command, capture_output=capture, text=True, env=environment)
+    if check and result.returncode != 0:
+        detail = (result.stderr or "").strip().splitlines()[-1:] if capture else []
+        raise FLError(f"`{' '.join(command[-len(args) :])}` failed{': ' + detail[0] if detail else ''}")
+    return result
 
 
 def container_name(service: str) -> str:
@@ -261,24 +298,149 @@ def _image_exists(image: str) -> bool:
     return subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0
 
 
-def write_project(directory: Path, owners: int, dataset: dict, image: str = IMAGE, grafana: bool = False) -> Path:
-    """Write the cluster file, prometheus.yml and compose.yaml for `owners` data owners; return the compose file."""
-    directory.mkdir(parents=True, exist_ok=True)
-    cluster = container_cluster(owners, dataset)
-    cluster.save(directory / "cluster.json")
-    prometheus.write_scrape_config(cluster, directory / "prometheus.yml")
-    compose = render_compose(cluster, image, grafana)
-    path = directory / "compose.yaml"
-    header = f"# Rendered by `fl up --backend docker --owners {owners}`; edit fl/backends/docker.py instead.\n"
-    path.write_text(header + yaml.safe_dump(compose, sort_keys=False))
-    return path
+def _labelled(*listing: str) -> list[str]:
+    """What `docker <listing>` prints for the objects that carry this project's Compose label."""
+    listed = subprocess.run(
+        ["docker", *listing, "--filter", f"label=com.docker.compose.project={PROJECT}"], capture_output=True, text=True
+    )
+    return listed.stdout.split() if listed.returncode == 0 else []
 
 
-def compose(directory: Path, *args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
-    command = [*compose_command(), "-p", PROJECT, "-f", str(directory / "compose.yaml"), *args]
-    environment = {**os.environ, "FL_UID": str(os.getuid()), "FL_GID": str(os.getgid())}
-    result = subprocess.run(command, capture_output=capture, text=True, env=environment)
-    if check and result.returncode != 0:
-        detail = (result.stderr or "").strip().splitlines()[-1:] if capture else []
-        raise FLError(f"`{' '.join(command[-len(args) :])}` failed{': ' + detail[0] if detail else ''}")
-    return result
+def _inspect(container: str, template: str) -> list[str] | None:
+    inspected = subprocess.run(["docker", "inspect", "-f", template, container], capture_output=True, text=True)
+    return inspected.stdout.split() if inspected.returncode == 0 else None
+
+
+def _health(container: str) -> str:
+    """`healthy`, `unhealthy`, `starting`, or the container's state when it has no healthcheck or is not running."""
+    state = _inspect(container, "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}")
+    if state is None:
+        return "absent"
+    return state[1] if state[0] == "running" and len(state) > 1 else state[0]
+
+
+class DockerBackend(Backend):
+    name = "docker"
+    driver_is_this_host = False
+
+    def __init__(self, directory: Path = COMPOSE_DIR) -> None:
+        self.directory = directory
+
+    @property
+    def cluster_file(self) -> Path:
+        return self.directory / "cluster.json"
+
+    @property
+    def driver_cluster_file(self) -> str:
+        return CLUSTER_FILE_IN_CONTAINER
+
+    def is_up(self) -> bool:
+        """True while containers of the project exist (running or stopped)."""
+        return shutil.which("docker") is not None and bool(_labelled("ps", "-aq"))
+
+    def up(self, settings: UpSettings) -> Cluster:
+        """Render the project, start every container, return once every healthcheck passes."""
+        if settings.insecure_randomness:
+            raise FLError("--insecure-randomness is for the local backend; the images carry the secure-random op")
+        if not engine_answers():
+            raise FLError("no Docker engine answers: start Docker, or use --backend local")
+        dataset = dataset_settings(settings.dataset)
+        missing = [f"{IMAGE}-{target}" for target in IMAGE_TARGETS if not _image_exists(f"{IMAGE}-{target}")]
+        if missing:
+            raise FLError(f"image(s) {', '.join(missing)} not built: run `make images` first")
+        grafana = _image_exists(GRAFANA_IMAGE)
+        if not grafana:
+            print(
+                f"monitoring: NO GRAFANA ({GRAFANA_IMAGE} is not here and cannot be pulled; Debian ships no Grafana): "
+                "Prometheus answers every dashboard query; import dashboards/*.json into any Grafana"
+            )
+        tls = settings.tls is not False
+        if not tls:
+            print("links: PLAINTEXT (--no-tls): anyone on the players' network can read and place work on every player")
+        write_project(self.directory, settings.owners, dataset, grafana=grafana, tls=tls)
+        Path("results").mkdir(exist_ok=True)
+        compose(self.directory, "up", "-d", "--remove-orphans")
+        self._wait_healthy()
+        return Cluster.load(self.cluster_file)
+
+    def _wait_healthy(self, timeout: float = HEALTHY_WITHIN_SECONDS) -> None:
+        services = _labelled("ps", "-a", "--format", '{{.Label "com.docker.compose.service"}}')
+        deadline = time.monotonic() + timeout
+        while True:
+            waiting = {service: _health(container_name(service)) for service in services}
+            waiting = {service: health for service, health in waiting.items() if health not in ("healthy", "running")}
+            if not waiting:
+                return
+            if time.monotonic() > deadline or any(health in ("exited", "dead", "absent") for health in waiting.values()):
+                listed = ", ".join(f"{service} ({health})" for service, health in sorted(waiting.items()))
+                raise FLError(f"not healthy after {time.monotonic() - deadline + timeout:.0f}s: {listed}; see `make logs`")
+            time.sleep(1)
+
+    def status(self) -> list[PlayerStatus]:
+        cluster = Cluster.load(self.cluster_file)
+        rows = []
+        for player in cluster.players:
+            container = container_name(player.name)
+            health = _health(container)
+            link = "plaintext"
+            if cluster.mesh:
+                sidecar = sidecar_service(player.name)
+                link = f"mutual TLS via {sidecar} ({_health(container_name(sidecar))})"
+            rows.append(
+                PlayerStatus(
+                    player=player.name,
+                    role=player.role,
+                    address=player.address,
+                    process="running" if health in ("healthy", "unhealthy", "starting") else health,
+                    where=container,
+                    server="answering" if health == "healthy" else "not answering",
+                    link=link,
+                )
+            )
+        return rows
+
+    def down(self) -> list[str]:
+        """Remove the containers, networks and volumes of the project; return the services that were there.
+
+        Works without the rendered files too (a project started from another checkout, or
+        left behind by a killed run): whatever carries the project's label goes.
+        """
+        services = sorted(set(_labelled("ps", "-a", "--format", '{{.Label "com.docker.compose.service"}}')))
+        if (self.directory / "compose.yaml").exists():
+            compose(self.directory, "down", "--volumes", "--remove-orphans")
+        for listing, removal in (
+            (("ps", "-aq"), ("rm", "-f")),
+            (("network", "ls", "-q"), ("network", "rm")),
+            (("volume", "ls", "-q"), ("volume", "rm")),
+        ):
+            leftovers = _labelled(*listing)
+            if leftovers and subprocess.run(["docker", *removal, *leftovers], capture_output=True).returncode != 0:
+                command = f"docker {' '.join(removal)} {' '.join(leftovers)}"
+                raise FLError(f"could not remove what project {PROJECT} left behind: run `{command}` and see why")
+        return services
+
+    def exec(self, argv: list[str], **popen: Any) -> subprocess.Popen:
+        return subprocess.Popen(["docker", "exec", container_name(DRIVER), *argv], **popen)
+
+    def reload_sidecars(self, cluster: Cluster) -> list[str]:
+        """HAProxy re-reads its certificates on SIGUSR2 (new connections use them; open ones finish on the old)."""
+        reloaded = []
+        for identity in cluster.mesh.sidecars.values():
+            container = container_name(identity)
+            if _health(container) in ("healthy", "starting", "unhealthy"):
+                subprocess.run(["docker", "kill", "-s", "USR2", container], check=True, capture_output=True)
+                reloaded.append(identity)
+        return reloaded
+
+    def shaped_links(self, cluster: Cluster) -> list[tuple[str, str]]:
+        """(container, address) of each player's interface on the players' network: where `fl bench` shapes traffic."""
+        links = []
+        for player in cluster.players:
+            container = container_name(sidecar_service(player.name) if cluster.mesh else player.name)
+            template = "{{range $name, $network := .NetworkSettings.Networks}}{{$name}}={{$network.IPAddress}} {{end}}"
+            addresses = dict(entry.split("=", 1) for entry in _inspect(container, template) or [])
+            address = next((ip for name, ip in addresses.items() if name.endswith(f"_{NETWORK}")), None)
+            if address is None:
+                raise FLError(f"{container} is not on the players' network; is the cluster up (`fl status`)?")
+            links.append((container, address))
+        return links

@@ -11,8 +11,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from fl.cluster import COMPUTE_SERVER, DATA_OWNER, MODEL_OWNER, Cluster, Player, probe
+from fl.backends import Backend, PlayerStatus, UpSettings
+from fl.cluster import COMPUTE_SERVER, DATA_OWNER, DRIVER, MODEL_OWNER, SHARED_HOST, Cluster, MetricsEndpoints, Player, probe
 from fl.errors import FLError, PlayerUnreachableError
 from fl.metrics import prometheus
 
@@ -90,13 +92,18 @@ def up(owners: int, state: StateDir, insecure_randomness: bool = False, timeout:
         players.append(Player(name, f"127.0.0.1:{port}", role, index, str(data_dir)))
     metrics_ports = ports[len(names) :]
     prometheus_port = PROMETHEUS_PORT if _port_free(PROMETHEUS_PORT) else metrics_ports[-1]
-    metrics = {
-        "players": {player.name: f"127.0.0.1:{port}" for player, port in zip(players, metrics_ports)},
-        "driver": f"127.0.0.1:{metrics_ports[len(names)]}",
-        "driver_textfile": str(state.driver_metrics_file),
-        "prometheus": f"http://127.0.0.1:{prometheus_port}",
-    }
-    cluster = Cluster(players=players, backend="local", extra={"metrics": metrics})
+    exporters = {player.name: f"127.0.0.1:{port}" for player, port in zip(players, metrics_ports)}
+    driver_exporter = f"127.0.0.1:{metrics_ports[len(names)]}"
+    metrics = MetricsEndpoints(
+        players=exporters,
+        scrape_targets={**exporters, DRIVER: driver_exporter},
+        driver=driver_exporter,
+        driver_textfile=str(state.driver_metrics_file),
+        prometheus=f"http://127.0.0.1:{prometheus_port}",
+        listen_host="127.0.0.1",
+        wire_bytes=SHARED_HOST,
+    )
+    cluster = Cluster(players=players, backend="local", metrics=metrics)
     Cluster.from_dict(cluster.to_dict())  # same validation as any cluster file
     cluster.save(state.cluster_file)
     fl_command = [sys.executable, "-m", "fl"]
@@ -152,18 +159,19 @@ def wait_until_ready(cluster: Cluster, state: StateDir, timeout: float) -> None:
         )
 
 
-def status(state: StateDir) -> list[dict]:
+def status(state: StateDir) -> list[PlayerStatus]:
     cluster = Cluster.load(state.cluster_file)
     pids = _read_pids(state)
     return [
-        {
-            "player": p.name,
-            "role": p.role,
-            "address": p.address,
-            "pid": pids.get(p.name),
-            "process": "running" if _alive(pids.get(p.name, -1)) else "stopped",
-            "server": "answering" if probe(p, timeout=0.5) else "not answering",
-        }
+        PlayerStatus(
+            player=p.name,
+            role=p.role,
+            address=p.address,
+            process="running" if _alive(pids.get(p.name, -1)) else "stopped",
+            where=f"pid {pids.get(p.name)}",
+            server="answering" if probe(p, timeout=0.5) else "not answering",
+            link="plaintext on loopback",
+        )
         for p in cluster.players
     ]
 
@@ -229,3 +237,41 @@ def _tail(path: Path, lines: int = 3) -> str:
     if not path.exists():
         return "no log"
     return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+
+
+class LocalBackend(Backend):
+    """One OS process per player on this host; this process is the driver."""
+
+    name = "local"
+    driver_is_this_host = True
+
+    def __init__(self, state_dir: Path = DEFAULT_STATE_DIR) -> None:
+        self.state = StateDir(state_dir)
+
+    @property
+    def cluster_file(self) -> Path:
+        return self.state.cluster_file
+
+    @property
+    def driver_cluster_file(self) -> str:
+        return str(self.state.cluster_file)
+
+    def is_up(self) -> bool:
+        return any(_alive(pid) for pid in _read_pids(self.state).values())
+
+    def up(self, settings: UpSettings) -> Cluster:
+        if settings.tls:
+            raise FLError(
+                "--tls needs each player's own network view (a private link to its sidecar), which processes sharing "
+                "one loopback do not have: use --backend docker, where mutual TLS is on by default"
+            )
+        return up(settings.owners, self.state, settings.insecure_randomness)
+
+    def down(self) -> list[str]:
+        return down(self.state)
+
+    def status(self) -> list[PlayerStatus]:
+        return status(self.state)
+
+    def exec(self, argv: list[str], **popen: Any) -> subprocess.Popen:
+        return subprocess.Popen(argv, **popen)

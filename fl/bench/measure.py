@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
 
-from fl.cluster import Cluster
+from fl.cluster import OWN_NAMESPACE, Cluster
 from fl.connection import connect
 from fl.train import make_aggregation
 
@@ -36,11 +36,11 @@ def owner_updates(cluster: Cluster, size: int) -> dict:
 
 def wire_sent_bytes(cluster: Cluster) -> dict[str, float] | None:
     """Each data owner's transmitted bytes from its own exporter; None where players share the host's interfaces."""
-    if cluster.backend != "docker":
+    if cluster.metrics is None or cluster.metrics.wire_bytes != OWN_NAMESPACE:
         return None
     sent = {}
     for owner in cluster.data_owners:
-        address = cluster.extra["metrics"]["players"][owner.name]
+        address = cluster.metrics.players[owner.name]
         with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
             text = response.read().decode()
         families = {family.name: family for family in text_string_to_metric_families(text)}
@@ -81,6 +81,7 @@ def measure(cluster: Cluster, aggregation_name: str, size: int, rounds: int, war
         "minimum_bytes_per_owner": aggregation.minimum_sent_bytes(size),
         "wire_bytes_per_owner": None if wire is None else statistics.fmean(wire.values()),
         "backend": cluster.backend,
+        "links": "mutual_tls" if cluster.mesh else "plaintext",
     }
 
 

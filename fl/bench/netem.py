@@ -1,10 +1,11 @@
-"""Emulated network links for the container backend: `tc` on each player's interface.
+"""Emulated network links for the container backend: `tc` on each player's interface to the players' network.
 
-A player container has one interface (the players' network), so shaping its egress
-shapes everything it sends. Players are started with NET_ADMIN in their bounding set
-(their processes run as a non-root user, so it is not effective for them); `tc` runs
-as root through `docker exec`. Latency and loss need the kernel's netem qdisc; a
-rate-only profile uses tbf, which every kernel with traffic control has.
+Everything a player sends to another host leaves through that interface (its sidecar's
+when links are mutual TLS, so TLS's own bytes are shaped too), so shaping its egress
+shapes all it sends. Those containers get NET_ADMIN in their bounding set (a TF server
+runs as a non-root user, so it is not effective for it); `tc` runs as root through
+`docker exec`. Latency and loss need the kernel's netem qdisc; a rate-only profile uses
+tbf, which every kernel with traffic control has.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import subprocess
 from dataclasses import dataclass
 
 from fl.errors import FLError
-
-INTERFACE = "eth0"
 
 
 @dataclass(frozen=True)
@@ -45,11 +44,22 @@ PROFILES = {
 }
 
 
-def apply(container: str, profile: NetworkProfile) -> None:
-    """Replace whatever shaping `container` had with `profile` (LAN: none)."""
-    _tc(container, ["qdisc", "del", "dev", INTERFACE, "root"], check=False)
+def apply(container: str, address: str, profile: NetworkProfile) -> None:
+    """Replace whatever shaping the interface holding `address` in `container` had with `profile` (LAN: none)."""
+    interface = interface_with_address(container, address)
+    _tc(container, ["qdisc", "del", "dev", interface, "root"], check=False)
     if profile.qdisc():
-        _tc(container, ["qdisc", "add", "dev", INTERFACE, "root", *profile.qdisc()], check=True)
+        _tc(container, ["qdisc", "add", "dev", interface, "root", *profile.qdisc()], check=True)
+
+
+def interface_with_address(container: str, address: str) -> str:
+    """A sidecar has two interfaces, in an order Docker does not fix: find the one by its address."""
+    listed = subprocess.run(["docker", "exec", container, "ip", "-o", "-4", "addr", "show"], capture_output=True, text=True)
+    for line in listed.stdout.splitlines():
+        fields = line.split()
+        if len(fields) > 3 and fields[3].split("/")[0] == address:
+            return fields[1].split("@")[0]
+    raise FLError(f"no interface of {container} holds {address}: {(listed.stderr or listed.stdout).strip()[:200]}")
 
 
 def _tc(container: str, arguments: list[str], check: bool) -> None:

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from fl.backends import docker, local
-from fl.backends.local import StateDir
-from fl.bench import flower
+from fl.backends import Backend, UpSettings
+from fl.backends.docker import DockerBackend
+from fl.backends.local import LocalBackend
+from fl.bench import flower, netem
 from fl.bench.netem import PROFILES
+from fl.cluster import AGGREGATIONS
 from fl.errors import FLError
-from fl.train import AGGREGATIONS
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class SweepSettings:
     warmup: int = 1
     backend: str = "local"
     profiles: tuple[str, ...] = ("lan",)
+    tls: tuple[bool, ...] | None = None  # docker: links with mutual TLS (True) and/or plaintext; None: on
     peers: tuple[str, ...] = ("flower",)
     # Flower's deployment engine takes seconds per message exchange, so it gets its own grid.
     peer_owners: tuple[int, ...] = (3,)
@@ -66,13 +68,21 @@ def run(settings: SweepSettings, verbose: int = 1) -> SweepResult:
     """Every measurement of the sweep, with a Keras progress bar."""
     if settings.backend == "local" and settings.profiles != ("lan",):
         raise FLError("network profiles need the docker backend (tc netem per container); use --backend docker")
+    if settings.backend == "local" and settings.tls not in (None, (False,)):
+        raise FLError("the local backend's links are plaintext on loopback; compare TLS on and off with --backend docker")
     unknown = [name for name in settings.profiles if name not in PROFILES]
     if unknown:
         raise FLError(f"unknown network profile(s) {', '.join(unknown)}; choose from {', '.join(PROFILES)}")
     unknown = [name for name in settings.peers if name not in PEERS]
     if unknown:
         raise FLError(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
-    total = len(settings.owners) * len(settings.profiles) * len(settings.sizes) * len(settings.aggregations)
+    total = (
+        len(settings.owners)
+        * len(settings.profiles)
+        * len(settings.sizes)
+        * len(settings.aggregations)
+        * len(settings.tls or (True,))
+    )
     if settings.peers:
         total += len(settings.peer_owners) * len(settings.peer_sizes) * len(flower.AGGREGATIONS)
     progress = tf.keras.utils.Progbar(total, verbose=verbose, stateful_metrics=["owners"], unit_name="measurement")
@@ -101,38 +111,38 @@ def _flower_rows(settings: SweepSettings):
 
 def _local_rows(owners: int, settings: SweepSettings):
     with tempfile.TemporaryDirectory(prefix=f"fl-bench-{owners}-") as root:
-        state = StateDir(Path(root))
-        local.up(owners, state)
+        backend = LocalBackend(Path(root))
+        backend.up(UpSettings(owners))
         try:
-            for row in _measure([sys.executable], str(state.cluster_file), settings):
+            for row in _measure(backend, settings):
                 yield {**row, "profile": "lan"}
         finally:
-            local.down(state)
+            backend.down()
 
 
 def _docker_rows(owners: int, settings: SweepSettings):
-    from fl.bench import netem
+    backend = DockerBackend()
+    for tls in settings.tls or (True,):
+        if backend.is_up():
+            backend.down()
+        cluster = backend.up(UpSettings(owners, tls=tls))
+        try:
+            links = backend.shaped_links(cluster)
+            for name in settings.profiles:
+                for container, address in links:
+                    netem.apply(container, address, PROFILES[name])
+                for row in _measure(backend, settings):
+                    yield {**row, "profile": name}
+        finally:
+            backend.down()
 
-    if docker.is_up():
-        docker.down()
-    cluster = docker.up(owners)
-    try:
-        driver = ["docker", "exec", docker.container_name("driver"), "python"]
-        for name in settings.profiles:
-            for player in cluster.players:
-                netem.apply(docker.container_name(player.name), PROFILES[name])
-            for row in _measure(driver, docker.CLUSTER_FILE_IN_CONTAINER, settings):
-                yield {**row, "profile": name}
-    finally:
-        docker.down()
 
-
-def _measure(python: list[str], cluster_file: str, settings: SweepSettings):
+def _measure(backend: Backend, settings: SweepSettings):
     command = [
-        *python,
+        "python" if not backend.driver_is_this_host else sys.executable,
         "-m",
         "fl.bench.measure",
-        cluster_file,
+        backend.driver_cluster_file,
         "--aggregations",
         *settings.aggregations,
         "--sizes",
@@ -142,9 +152,11 @@ def _measure(python: list[str], cluster_file: str, settings: SweepSettings):
         "--warmup",
         str(settings.warmup),
     ]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+    with backend.exec(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
         for line in process.stdout:
             yield json.loads(line)
         errors = process.stderr.read()
     if process.returncode != 0:
-        raise FLError(f"benchmark on {cluster_file} failed: {errors.strip().splitlines()[-1] if errors.strip() else 'no output'}")
+        raise FLError(
+            f"benchmark on {backend.cluster_file} failed: {errors.strip().splitlines()[-1] if errors.strip() else 'no output'}"
+        )

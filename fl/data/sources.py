@@ -53,10 +53,9 @@ def _features_and_label(parsed: dict) -> tuple[tf.Tensor, tf.Tensor]:
 
 def owner_sources(cluster: Cluster) -> tuple[dict[Player, OwnerData], OwnerData]:
     """Each data owner's training shard and the model owner's test set, as `fl split` placed them."""
-    meta = cluster.extra.get("dataset")
-    if not meta:
+    if cluster.dataset is None:
         raise FLError("the cluster has no data yet: run `fl split --dataset digits` (make up does) before training")
-    feature_size = int(meta["feature_size"])
+    feature_size = cluster.dataset.feature_size
     train = {p: OwnerData(p, f"{p.data_dir}/{TRAIN_SHARD}", feature_size) for p in cluster.data_owners}
     test = OwnerData(cluster.model_owner, f"{cluster.model_owner.data_dir}/{TEST_SHARD}", feature_size)
     return train, test

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fl.cluster import Cluster, DatasetInfo
+from fl.data.datasets import Dataset
 from fl.errors import FLError
 
 TRAIN_SHARD = "train.tfrecord"
@@ -69,7 +71,9 @@ def write_tfrecord(path: Path, x: np.ndarray, y: np.ndarray) -> None:
             writer.write(example.SerializeToString())
 
 
-def write_shards(cluster, dataset, partition: str = "iid", alpha: float = 0.5, seed: int = 0, only: str | None = None) -> dict:
+def write_shards(
+    cluster: Cluster, dataset: Dataset, partition: str = "iid", alpha: float = 0.5, seed: int = 0, only: str | None = None
+) -> DatasetInfo:
     """Simulation-only: write each data owner's shard and the model owner's test set into their data dirs.
 
     `only` writes just that player's file, for hosts that each prepare their own
@@ -82,13 +86,13 @@ def write_shards(cluster, dataset, partition: str = "iid", alpha: float = 0.5, s
             write_tfrecord(Path(owner.data_dir) / TRAIN_SHARD, x, y)
     if only in (None, cluster.model_owner.name):
         write_tfrecord(Path(cluster.model_owner.data_dir) / TEST_SHARD, dataset.x_test, dataset.y_test)
-    return {
-        "name": dataset.name,
-        "feature_size": int(np.prod(dataset.feature_shape)),
-        "num_classes": dataset.num_classes,
-        "partition": partition,
-        "alpha": alpha,
-        "seed": seed,
-        "train_examples": {owner.name: len(y) for owner, (_, y) in zip(owners, parts)},
-        "test_examples": len(dataset.y_test),
-    }
+    return DatasetInfo(
+        name=dataset.name,
+        feature_size=int(np.prod(dataset.feature_shape)),
+        num_classes=dataset.num_classes,
+        partition=partition,
+        alpha=alpha,
+        seed=seed,
+        train_examples={owner.name: len(y) for owner, (_, y) in zip(owners, parts)},
+        test_examples=len(dataset.y_test),
+    )

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from fl.cluster import Cluster
+from fl.errors import FLError
 
 
 class TextfileCollector(Collector):
@@ -30,18 +31,14 @@ class TextfileCollector(Collector):
             yield from text_string_to_metric_families(self.textfile.read_text())
 
 
-def driver_metrics_settings(cluster: Cluster) -> tuple[str, Path]:
-    """The driver exporter's address and textfile from the cluster file."""
-    metrics = cluster.extra.get("metrics", {})
-    return metrics["driver"], Path(metrics["driver_textfile"])
-
-
 def serve(cluster: Cluster) -> None:
-    address, textfile = driver_metrics_settings(cluster)
-    host, port = address.rsplit(":", 1)
+    if cluster.metrics is None:
+        raise FLError("the cluster file has no 'metrics' section: regenerate it with `fl up`")
+    textfile = Path(cluster.metrics.driver_textfile)
+    port = cluster.metrics.driver.rsplit(":", 1)[1]
     registry = CollectorRegistry()
     registry.register(TextfileCollector(textfile))
-    start_http_server(int(port), addr="0.0.0.0" if cluster.backend == "docker" else host, registry=registry)
+    start_http_server(int(port), addr=cluster.metrics.listen_host, registry=registry)
     print(f"driver metrics: serving {textfile} on port {port}", flush=True)
     while True:
         time.sleep(3600)

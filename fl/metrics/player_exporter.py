@@ -16,10 +16,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, start_http_se
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from fl.cluster import Cluster, Player
-
-OWN_NAMESPACE = "own_namespace"
-SHARED_HOST = "shared_host"
+from fl.cluster import OWN_NAMESPACE, Cluster, Player
 
 
 def read_interface_bytes(net_dev: Path = Path("/proc/net/dev")) -> dict[str, tuple[int, int]]:
@@ -69,16 +66,14 @@ class PlayerCollector(Collector):
 
 def start(cluster: Cluster, player: Player) -> int | None:
     """Serve this player's metrics on the port the cluster file gives it; None when it gives none."""
-    address = cluster.extra.get("metrics", {}).get("players", {}).get(player.name)
-    if address is None:
+    if cluster.metrics is None or player.name not in cluster.metrics.players:
         return None
-    host, port = address.rsplit(":", 1)
-    wire_bytes = OWN_NAMESPACE if cluster.backend == "docker" else SHARED_HOST
+    port = int(cluster.metrics.players[player.name].rsplit(":", 1)[1])
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
-    registry.register(PlayerCollector(player, wire_bytes))
-    start_http_server(int(port), addr="0.0.0.0" if cluster.backend == "docker" else host, registry=registry)
-    return int(port)
+    registry.register(PlayerCollector(player, cluster.metrics.wire_bytes))
+    start_http_server(port, addr=cluster.metrics.listen_host, registry=registry)
+    return port
 
 
 def _answers(port: int) -> bool:

@@ -12,31 +12,31 @@ from pathlib import Path
 
 import yaml
 
-from fl.cluster import Cluster
+from fl.cluster import DRIVER, Cluster
 
 SCRAPE_INTERVAL = "2s"  # rounds take about half a second: scrape often enough to see them
 REPO_PROMETHEUS = Path(__file__).resolve().parents[2] / "build" / "prometheus"
 
 
-def scrape_config(cluster: Cluster) -> dict:
-    metrics = cluster.extra["metrics"]
+def scrape_config(cluster: Cluster, tls: dict | None = None) -> dict:
+    """`tls`: Prometheus's `tls_config` (CA, its own certificate and key) when the targets speak mutual TLS."""
+    targets = cluster.metrics.scrape_targets
     players = [
-        {"targets": [metrics["players"][player.name]], "labels": {"player": player.name, "role": player.role}}
-        for player in cluster.players
+        {"targets": [targets[player.name]], "labels": {"player": player.name, "role": player.role}} for player in cluster.players
     ]
-    return {
-        "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
-        "scrape_configs": [
-            {"job_name": "players", "static_configs": players},
-            # the driver's metrics carry their own `player` label (expected bytes per player): keep it
-            {"job_name": "driver", "honor_labels": True, "static_configs": [{"targets": [metrics["driver"]]}]},
-        ],
-    }
+    jobs = [
+        {"job_name": "players", "static_configs": players},
+        # the driver's metrics carry their own `player` label (expected bytes per player): keep it
+        {"job_name": "driver", "honor_labels": True, "static_configs": [{"targets": [targets[DRIVER]]}]},
+    ]
+    if tls:
+        jobs = [{**job, "scheme": "https", "tls_config": tls} for job in jobs]
+    return {"global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL}, "scrape_configs": jobs}
 
 
-def write_scrape_config(cluster: Cluster, path: Path) -> Path:
+def write_scrape_config(cluster: Cluster, path: Path, tls: dict | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(scrape_config(cluster), sort_keys=False))
+    path.write_text(yaml.safe_dump(scrape_config(cluster, tls), sort_keys=False))
     return path
 
 

@@ -1,0 +1,80 @@
+"""Helpers of the Docker tests: reach a container of the Compose project, run a scenario script in it."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker as docker_sdk
+from docker.models.containers import Container
+
+from fl.backends import docker
+
+REPO = Path(__file__).resolve().parents[1]
+SCENARIOS = Path(__file__).parent / "scenarios"
+
+
+def container(engine: docker_sdk.DockerClient, service: str) -> Container:
+    return engine.containers.get(docker.container_name(service))
+
+
+def copy_into(target: Container, source: Path, directory: str = "/tmp") -> str:
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        info = tarfile.TarInfo(source.name)
+        info.size, info.mode = source.stat().st_size, 0o644
+        tar.addfile(info, io.BytesIO(source.read_bytes()))
+    assert target.put_archive(directory, archive.getvalue())
+    return f"{directory}/{source.name}"
+
+
+def run_scenario(engine: docker_sdk.DockerClient, name: str, service: str = "driver", *args: str) -> dict:
+    """A script from tests/scenarios run by `service`'s Python; its last stdout line is JSON."""
+    target = container(engine, service)
+    exit_code, output = target.exec_run(["python", copy_into(target, SCENARIOS / name), *args], demux=True)
+    stdout, stderr = (part.decode() if part else "" for part in output)
+    assert exit_code == 0, stderr[-2000:]
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def train_in_driver(engine: docker_sdk.DockerClient, epochs: int, json_name: str) -> dict:
+    argv = ["fl", "train", "--aggregation", "additive", "--epochs", str(epochs), "--config", docker.CLUSTER_FILE_IN_CONTAINER]
+    exit_code, output = container(engine, "driver").exec_run([*argv, "--json", f"results/{json_name}"])
+    assert exit_code == 0, output.decode()[-2000:]
+    return json.loads((REPO / "results" / json_name).read_text())
+
+
+def stdout_lines(chunks: Iterator[bytes]) -> Iterator[str]:
+    pending = ""
+    for chunk in chunks:
+        pending += chunk.decode()
+        *complete, pending = pending.split("\n")
+        yield from complete
+
+
+def read_until(lines: Iterator[str], marker: str) -> str:
+    """The rest of the first line starting with `marker`."""
+    for line in lines:
+        if line.startswith(marker):
+            return line[len(marker) :].strip()
+    raise AssertionError(f"driver scenario ended before printing {marker!r}")
+
+
+def wait_healthy(target: Container, timeout: float = 400) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        target.reload()
+        if target.attrs["State"].get("Health", {}).get("Status") == "healthy":
+            return
+        time.sleep(1)
+    raise AssertionError(f"{target.name} not healthy after {timeout:.0f}s")
+
+
+def log_lines(engine: docker_sdk.DockerClient, service: str, since: float | None = None) -> list[str]:
+    """`service`'s log (a sidecar's HAProxy log: one line per gRPC call), from `since` (epoch seconds) on."""
+    logs = container(engine, service).logs(stdout=True, stderr=True, since=int(since) if since else None)
+    return logs.decode(errors="replace").splitlines()

@@ -1,0 +1,63 @@
+"""Run inside the driver container while the test captures the networks: one plaintext and one additive round.
+
+Protocol: warms both aggregations up, prints READY and waits for /tmp/capture-go (the
+captures are running by then); runs the two rounds, prints DONE and waits for
+/tmp/capture-stopped; then fetches the additive round's seeds (after the captures, so the
+only time they crossed a network during them was between the owners) and prints them:
+SEEDS and a JSON list. Each owner's update is `stateless_uniform([SIZE], seed=[index, UPDATE_SEED])`,
+which the test recomputes to know every byte of it.
+
+Usage: capture_rounds.py SIZE UPDATE_SEED
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import tensorflow as tf
+
+import fl
+from fl import secure_random
+from fl.train import make_aggregation
+
+size, update_seed = int(sys.argv[1]), int(sys.argv[2])
+cluster = fl.connect("/etc/fl/cluster.json")
+updates = {}
+for index, owner in enumerate(cluster.data_owners):
+    with tf.device(owner.device_name):
+        updates[owner] = tf.random.stateless_uniform([size], seed=[index, update_seed], minval=-4.0, maxval=4.0)
+
+seeds: list[tf.Tensor] = []
+make_seed = secure_random.secure_seed
+
+
+def recorded_seed() -> tf.Tensor:
+    seed = make_seed()
+    seeds.append(seed)
+    return seed
+
+
+secure_random.secure_seed = recorded_seed
+plaintext, additive = make_aggregation("plaintext", cluster), make_aggregation("additive", cluster)
+
+
+def both_rounds() -> None:
+    plaintext.aggregate(plaintext.bound(updates).updates).numpy()
+    additive.aggregate(additive.bound(updates).updates).numpy()
+
+
+def wait_for(name: str) -> None:
+    while not Path(f"/tmp/{name}").exists():
+        time.sleep(0.1)
+
+
+both_rounds()
+seeds.clear()
+print("READY", flush=True)
+wait_for("capture-go")
+both_rounds()
+print("DONE", flush=True)
+wait_for("capture-stopped")
+devices = {owner.device_name: owner.name for owner in cluster.data_owners}
+print("SEEDS " + json.dumps([{"owner": devices[seed.device], "bytes": seed.numpy().tobytes().hex()} for seed in seeds]))
