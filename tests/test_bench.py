@@ -33,7 +33,10 @@ def test_tiny_sweep_writes_json_table_and_plots_and_says_why_a_peer_did_not_run(
 def test_flower_secagg_and_fedavg_rounds_against_the_true_mean(tmp_path):
     """Each round's aggregate is checked against the clients' mean inside `flower.measure`, which raises if off."""
     size = 5_000
-    rows = [{**flower.measure(name, 3, size, rounds=1, warmup=0), "profile": "lan"} for name in flower.AGGREGATIONS]
+    rows = [
+        {**flower.measure(name, 3, size, rounds=1, warmup=0), "profile": "lan", "links": "plaintext"}
+        for name in flower.AGGREGATIONS
+    ]
     secagg, fedavg = report.with_ratios(rows)
     assert secagg["framework"] == fedavg["framework"] == f"flower {flower.version()}"
     assert fedavg["latency_vs_plaintext"] == 1.0 and secagg["latency_vs_plaintext"] > 1.0  # three more exchanges
@@ -41,3 +44,32 @@ def test_flower_secagg_and_fedavg_rounds_against_the_true_mean(tmp_path):
     assert 4 * size < fedavg["protocol_bytes_per_owner"] < 4 * size + 4_000
     assert secagg["protocol_bytes_per_owner"] > fedavg["protocol_bytes_per_owner"]
     assert secagg["minimum_bytes_per_owner"] == fedavg["minimum_bytes_per_owner"] == 4 * size
+
+
+def test_tls_cost_divides_each_mutual_tls_row_by_the_same_measurement_over_plaintext_links():
+    def row(aggregation: str, links: str, seconds: float) -> dict:
+        return {
+            "framework": "fl-testbed",
+            "profile": "10mbit",
+            "owners": 3,
+            "size": 10**6,
+            "aggregation": aggregation,
+            "links": links,
+            "median_seconds": seconds,
+        }
+
+    rows = report.with_ratios(
+        [
+            row("plaintext", "plaintext", 4.0),
+            row("additive", "plaintext", 6.0),
+            row("plaintext", "mutual_tls", 4.2),
+            row("additive", "mutual_tls", 6.6),
+        ]
+    )
+    ratios = {(r["aggregation"], r["links"]): (r["latency_vs_plaintext"], r["latency_vs_plaintext_links"]) for r in rows}
+    assert ratios == {
+        ("plaintext", "plaintext"): (1.0, None),
+        ("additive", "plaintext"): (1.5, None),
+        ("plaintext", "mutual_tls"): (1.0, 4.2 / 4.0),
+        ("additive", "mutual_tls"): (6.6 / 4.2, 6.6 / 6.0),
+    }

@@ -24,35 +24,48 @@ PEER_NOTES = {
 
 
 def with_ratios(rows: list[dict]) -> list[dict]:
-    """Each row plus its median latency over its own framework's plaintext at the same point, from the same run."""
+    """Each row plus, from the same run: its median latency over its own framework's plaintext aggregation
+    at the same point and links, and (mutual TLS rows) over the same measurement with plaintext links."""
 
-    def key(row: dict) -> tuple:
+    def point(row: dict) -> tuple:
         return row["framework"], row["profile"], row["owners"], row["size"]
 
-    baseline = {key(r): r["median_seconds"] for r in rows if r["aggregation"] in PLAINTEXT}
-    return [{**row, "latency_vs_plaintext": row["median_seconds"] / baseline[key(row)]} for row in rows]
+    baseline = {(*point(r), r["links"]): r["median_seconds"] for r in rows if r["aggregation"] in PLAINTEXT}
+    untls = {(*point(r), r["aggregation"]): r["median_seconds"] for r in rows if r["links"] == "plaintext"}
+    ratios = []
+    for row in rows:
+        without_tls = untls.get((*point(row), row["aggregation"])) if row["links"] != "plaintext" else None
+        ratios.append(
+            {
+                **row,
+                "latency_vs_plaintext": row["median_seconds"] / baseline[(*point(row), row["links"])],
+                "latency_vs_plaintext_links": row["median_seconds"] / without_tls if without_tls else None,
+            }
+        )
+    return ratios
 
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| network | framework | aggregation | owners | parameters | median s | p95 s | vs plaintext "
-        "| protocol B/owner | min B/owner | wire B/owner |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| network | links | framework | aggregation | owners | parameters | median s | p95 s | vs plaintext "
+        "| TLS cost | protocol B/owner | min B/owner | wire B/owner |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in sorted(rows, key=lambda r: (r["profile"], r["size"], r["owners"], r["framework"], r["aggregation"])):
+    for r in sorted(rows, key=lambda r: (r["profile"], r["size"], r["owners"], r["framework"], r["aggregation"], r["links"])):
         wire = "n/a (shared host)" if r["wire_bytes_per_owner"] is None else f"{r['wire_bytes_per_owner']:,.0f}"
+        tls = "" if r["latency_vs_plaintext_links"] is None else f"{r['latency_vs_plaintext_links']:.2f}x"
         lines.append(
-            f"| {r['profile']} | {r['framework']} | {r['aggregation']} | {r['owners']} | {r['size']:,} "
+            f"| {r['profile']} | {r['links']} | {r['framework']} | {r['aggregation']} | {r['owners']} | {r['size']:,} "
             f"| {r['median_seconds']:.4f} | {r['p95_seconds']:.4f} "
-            f"| {r['latency_vs_plaintext']:.2f}x | {r['protocol_bytes_per_owner']:,.0f} "
+            f"| {r['latency_vs_plaintext']:.2f}x | {tls} | {r['protocol_bytes_per_owner']:,.0f} "
             f"| {r['minimum_bytes_per_owner']:,} | {wire} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[dict], directory: Path) -> list[Path]:
-    """On the first network profile measured (LAN unless the sweep skipped it)."""
-    rows = [r for r in rows if r["profile"] == rows[0]["profile"]]
+    """On the first network profile and links measured (LAN unless the sweep skipped it)."""
+    rows = [r for r in rows if (r["profile"], r["links"]) == (rows[0]["profile"], rows[0]["links"])]
     fewest = min(r["owners"] for r in rows)
     largest = max(r["size"] for r in rows)
     return [

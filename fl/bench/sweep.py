@@ -106,7 +106,7 @@ def _flower_rows(settings: SweepSettings):
         for size in settings.peer_sizes:
             for aggregation in flower.AGGREGATIONS:
                 row = flower.measure(aggregation, owners, size, settings.peer_rounds, settings.peer_warmup)
-                yield {**row, "profile": "lan"}
+                yield {**row, "profile": "lan", "links": "plaintext"}  # its SuperLink and SuperNodes talk over loopback HTTP
 
 
 def _local_rows(owners: int, settings: SweepSettings):
