@@ -148,9 +148,7 @@ def _up(args) -> None:
 
     backend = backends.named(args.backend, args.state_dir)
     if args.backend == "auto":
-        print(
-            f"backend: {backend.name} ({'a Docker engine answers' if backend.name == 'docker' else 'no Docker engine answers'})"
-        )
+        print("backend: {} ({})".format(*backends.automatic_choice()))
     settings = backends.UpSettings(args.owners, args.dataset, args.tls, args.insecure_randomness)
     cluster = backend.up(settings)
     print(f"{backend.name} backend: {len(cluster.players)} players up ({args.owners} data owners); {backend.cluster_file}")

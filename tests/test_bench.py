@@ -3,7 +3,11 @@
 import json
 from dataclasses import asdict, replace
 
+import pytest
+
+from fl.backends.local import LocalBackend
 from fl.bench import flower, report, sweep
+from fl.errors import FLError
 
 TINY = sweep.SweepSettings(owners=(3,), sizes=(1_000, 20_000), aggregations=("additive", "plaintext"), rounds=2)
 
@@ -73,3 +77,20 @@ def test_tls_cost_divides_each_mutual_tls_row_by_the_same_measurement_over_plain
         ("plaintext", "mutual_tls"): (1.0, 4.2 / 4.0),
         ("additive", "mutual_tls"): (6.6 / 4.2, 6.6 / 6.0),
     }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"profiles": ("lan", "10mbit")}, "network profiles need each player's own interface"),
+        ({"tls": (True, False)}, "--tls needs"),
+    ],
+)
+def test_a_sweep_the_local_backend_cannot_run_is_refused_before_any_cluster_starts(change, message, monkeypatch):
+    monkeypatch.setattr(LocalBackend, "up", _must_not_start)
+    with pytest.raises(FLError, match=message):
+        sweep.run(replace(TINY, peers=(), **change), verbose=0)
+
+
+def _must_not_start(*args, **kwargs):
+    raise AssertionError("a cluster was started for a sweep that was going to be refused")

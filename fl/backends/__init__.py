@@ -2,7 +2,9 @@
 
 Both backends offer the same small interface, so nothing outside this package asks which
 one it is talking to: `up`, `down`, `status`, and `exec` (start a command where the
-cluster's driver runs: this host, or the driver container).
+cluster's driver runs: this host, or the driver container); `check` refuses, before
+anything starts, what a backend cannot do, and `shaped_links` says where `fl bench`
+shapes each player's traffic.
 """
 
 from __future__ import annotations
@@ -45,8 +47,16 @@ class Backend(ABC):
     driver_is_this_host: ClassVar[bool]
 
     @abstractmethod
+    def check(self, settings: UpSettings, shaped_links: bool = False) -> None:
+        """Raise FLError, saying why, if this backend cannot start `settings` (or shape its links)."""
+
+    @abstractmethod
     def up(self, settings: UpSettings) -> Cluster:
         """Start every player (and its sidecar and the monitoring), return once all answer."""
+
+    @abstractmethod
+    def shaped_links(self, cluster: Cluster) -> list[tuple[str, str]]:
+        """(container, address) of each player's interface to the others, for `tc`."""
 
     @abstractmethod
     def down(self) -> list[str]:
@@ -75,12 +85,19 @@ class Backend(ABC):
 
 def named(name: str, state_dir: Path) -> Backend:
     """`local`, `docker`, or `auto` (docker when an engine answers)."""
-    from fl.backends.docker import DockerBackend, engine_answers
+    from fl.backends.docker import DockerBackend
     from fl.backends.local import LocalBackend
 
     if name == "auto":
-        name = "docker" if engine_answers() else "local"
+        name = automatic_choice()[0]
     return DockerBackend() if name == "docker" else LocalBackend(state_dir)
+
+
+def automatic_choice() -> tuple[str, str]:
+    """The backend `auto` picks, and why."""
+    from fl.backends.docker import engine_answers
+
+    return ("docker", "a Docker engine answers") if engine_answers() else ("local", "no Docker engine answers")
 
 
 def active(state_dir: Path) -> Backend:

@@ -338,12 +338,15 @@ class DockerBackend(Backend):
         """True while containers of the project exist (running or stopped)."""
         return shutil.which("docker") is not None and bool(_labelled("ps", "-aq"))
 
-    def up(self, settings: UpSettings) -> Cluster:
-        """Render the project, start every container, return once every healthcheck passes."""
+    def check(self, settings: UpSettings, shaped_links: bool = False) -> None:
         if settings.insecure_randomness:
             raise FLError("--insecure-randomness is for the local backend; the images carry the secure-random op")
         if not engine_answers():
             raise FLError("no Docker engine answers: start Docker, or use --backend local")
+
+    def up(self, settings: UpSettings) -> Cluster:
+        """Render the project, start every container, return once every healthcheck passes."""
+        self.check(settings)
         dataset = dataset_settings(settings.dataset)
         missing = [f"{IMAGE}-{target}" for target in IMAGE_TARGETS if not _image_exists(f"{IMAGE}-{target}")]
         if missing:

@@ -259,13 +259,22 @@ class LocalBackend(Backend):
     def is_up(self) -> bool:
         return any(_alive(pid) for pid in _read_pids(self.state).values())
 
-    def up(self, settings: UpSettings) -> Cluster:
+    def check(self, settings: UpSettings, shaped_links: bool = False) -> None:
         if settings.tls:
             raise FLError(
                 "--tls needs each player's own network view (a private link to its sidecar), which processes sharing "
                 "one loopback do not have: use --backend docker, where mutual TLS is on by default"
             )
+        if shaped_links:
+            raise FLError("network profiles need each player's own interface to shape (tc); use --backend docker")
+
+    def up(self, settings: UpSettings) -> Cluster:
+        self.check(settings)
         return up(settings.owners, self.state, settings.insecure_randomness)
+
+    def shaped_links(self, cluster: Cluster) -> list[tuple[str, str]]:
+        self.check(UpSettings(), shaped_links=True)
+        return []
 
     def down(self) -> list[str]:
         return down(self.state)

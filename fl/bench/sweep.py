@@ -18,9 +18,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from fl import backends
 from fl.backends import Backend, UpSettings
-from fl.backends.docker import DockerBackend
-from fl.backends.local import LocalBackend
 from fl.bench import flower, netem
 from fl.bench.netem import PROFILES
 from fl.cluster import AGGREGATIONS
@@ -36,7 +35,7 @@ class SweepSettings:
     warmup: int = 1
     backend: str = "local"
     profiles: tuple[str, ...] = ("lan",)
-    tls: tuple[bool, ...] | None = None  # docker: links with mutual TLS (True) and/or plaintext; None: on
+    tls: tuple[bool, ...] | None = None  # links with mutual TLS (True) and/or plaintext; None: the backend's default
     peers: tuple[str, ...] = ("flower",)
     # Flower's deployment engine takes seconds per message exchange, so it gets its own grid.
     peer_owners: tuple[int, ...] = (3,)
@@ -66,10 +65,9 @@ PEERS = ("flower",)
 
 def run(settings: SweepSettings, verbose: int = 1) -> SweepResult:
     """Every measurement of the sweep, with a Keras progress bar."""
-    if settings.backend == "local" and settings.profiles != ("lan",):
-        raise FLError("network profiles need the docker backend (tc netem per container); use --backend docker")
-    if settings.backend == "local" and settings.tls not in (None, (False,)):
-        raise FLError("the local backend's links are plaintext on loopback; compare TLS on and off with --backend docker")
+    backend = backends.named(settings.backend, Path(tempfile.gettempdir()))
+    for tls in settings.tls or (None,):  # before any cluster starts
+        backend.check(UpSettings(tls=tls), shaped_links=settings.profiles != ("lan",))
     unknown = [name for name in settings.profiles if name not in PROFILES]
     if unknown:
         raise FLError(f"unknown network profile(s) {', '.join(unknown)}; choose from {', '.join(PROFILES)}")
@@ -81,14 +79,14 @@ def run(settings: SweepSettings, verbose: int = 1) -> SweepResult:
         * len(settings.profiles)
         * len(settings.sizes)
         * len(settings.aggregations)
-        * len(settings.tls or (True,))
+        * len(settings.tls or (None,))
     )
     if settings.peers:
         total += len(settings.peer_owners) * len(settings.peer_sizes) * len(flower.AGGREGATIONS)
     progress = tf.keras.utils.Progbar(total, verbose=verbose, stateful_metrics=["owners"], unit_name="measurement")
     result = SweepResult(rows=[])
     for owners in settings.owners:
-        for row in (_docker_rows if settings.backend == "docker" else _local_rows)(owners, settings):
+        for row in _rows(owners, settings):
             result.rows.append(row)
             progress.add(1, [("owners", owners)])
     if settings.peers:
@@ -109,32 +107,23 @@ def _flower_rows(settings: SweepSettings):
                 yield {**row, "profile": "lan", "links": "plaintext"}  # its SuperLink and SuperNodes talk over loopback HTTP
 
 
-def _local_rows(owners: int, settings: SweepSettings):
-    with tempfile.TemporaryDirectory(prefix=f"fl-bench-{owners}-") as root:
-        backend = LocalBackend(Path(root))
-        backend.up(UpSettings(owners))
-        try:
-            for row in _measure(backend, settings):
-                yield {**row, "profile": "lan"}
-        finally:
-            backend.down()
-
-
-def _docker_rows(owners: int, settings: SweepSettings):
-    backend = DockerBackend()
-    for tls in settings.tls or (True,):
-        if backend.is_up():
-            backend.down()
-        cluster = backend.up(UpSettings(owners, tls=tls))
-        try:
-            links = backend.shaped_links(cluster)
-            for name in settings.profiles:
-                for container, address in links:
-                    netem.apply(container, address, PROFILES[name])
-                for row in _measure(backend, settings):
-                    yield {**row, "profile": name}
-        finally:
-            backend.down()
+def _rows(owners: int, settings: SweepSettings):
+    """One cluster per links setting (mutual TLS and/or plaintext), each measured on every network profile."""
+    with tempfile.TemporaryDirectory(prefix=f"fl-bench-{owners}-") as state_dir:
+        backend = backends.named(settings.backend, Path(state_dir))
+        for tls in settings.tls or (None,):
+            if backend.is_up():
+                backend.down()  # the Compose testbed is one per machine
+            cluster = backend.up(UpSettings(owners, tls=tls))
+            try:
+                links = backend.shaped_links(cluster) if settings.profiles != ("lan",) else []
+                for name in settings.profiles:
+                    for container, address in links:
+                        netem.apply(container, address, PROFILES[name])
+                    for row in _measure(backend, settings):
+                        yield {**row, "profile": name}
+            finally:
+                backend.down()
 
 
 def _measure(backend: Backend, settings: SweepSettings):

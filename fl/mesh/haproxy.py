@@ -29,6 +29,10 @@ from fl.mesh import policy
 
 # HTTP/2 flow-control window HAProxy grants each stream; its default 64 KB caps a stream at 64 KB per round trip
 H2_WINDOW_BYTES = 4 << 20
+# Buffers and HTTP/2 frames of 128 KB instead of 16 KB: fewer passes per MB through each proxy. Measured on the
+# Compose testbed (3 owners, plaintext aggregation of 10^6 parameters, 20 rounds): median 0.224 s -> 0.145 s, the
+# sidecars' CPU 5.0 -> 3.1 s; 64 KB and 1 MB did worse.
+BUFFER_BYTES = 128 << 10
 # gRPC streams (StreamingEnqueue) stay open for the life of a TF context
 IDLE_TIMEOUT = "1h"
 # after a reload (new certificates), the old processes' connections are closed this soon; clients reconnect
@@ -54,26 +58,36 @@ def render(cluster: Cluster, identity: str, addresses: SidecarAddresses, identit
         principal = cluster.player(identity)
         callers = [player.name for player in peers]
         sections.append(_ingress(identity, principal.port, mesh.ingress_port, identity_pem, ca_pem, callers))
-    metrics_port = int((cluster.metrics.driver if identity == DRIVER else cluster.metrics.players[identity]).rsplit(":", 1)[1])
-    sections.append(_metrics_ingress(identity, mesh.metrics_port, metrics_port, identity_pem, ca_pem))
+    exporter = cluster.metrics.driver if identity == DRIVER else cluster.metrics.players[identity]
+    sections.append(_metrics_ingress(identity, mesh.metrics_port, _port(exporter), identity_pem, ca_pem))
+    credentials = f"ssl crt {identity_pem} ca-file {ca_pem}"
     grpc_ports = sorted({player.port for player in peers})
-    sections.append(_egress(identity, addresses, grpc_ports, [p.name for p in peers], "grpc"))
-    for peer in peers:
-        sections.append(
-            f"backend grpc_{peer.name}\n"
-            f"    server {peer.name} {mesh.sidecar_address(peer.name)} ssl crt {identity_pem} ca-file {ca_pem} "
-            f"verify required verifyhost {peer.name} sni str({peer.name}) alpn h2\n"
-        )
+    sidecars = {peer.name: mesh.sidecar_address(peer.name) for peer in peers}
+    sections += _to_peers("grpc", identity, addresses, grpc_ports, sidecars, credentials)
     if identity in policy.METRICS_READERS:
-        peer_metrics_ports = sorted({int(cluster.metrics.players[p.name].rsplit(":", 1)[1]) for p in peers})
-        sections.append(_egress(identity, addresses, peer_metrics_ports, [p.name for p in peers], "metrics"))
-        for peer in peers:
-            sections.append(
-                f"backend metrics_{peer.name}\n"
-                f"    server {peer.name} {mesh.sidecars[peer.name]}:{mesh.metrics_port} ssl crt {identity_pem} "
-                f"ca-file {ca_pem} verify required verifyhost {peer.name} sni str({peer.name})\n"
-            )
+        metrics_ports = sorted({_port(cluster.metrics.players[peer.name]) for peer in peers})
+        metrics_sidecars = {peer.name: f"{mesh.sidecars[peer.name]}:{mesh.metrics_port}" for peer in peers}
+        sections += _to_peers("metrics", identity, addresses, metrics_ports, metrics_sidecars, credentials)
     return "\n".join(sections)
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+def _to_peers(
+    kind: str, identity: str, addresses: SidecarAddresses, ports: list[int], sidecars: dict[str, str], credentials: str
+) -> list[str]:
+    """The egress frontend for `kind` (grpc or metrics) and one backend per peer: this identity's certificate
+    out, the peer's name verified on its certificate."""
+    alpn = " alpn h2" if kind == "grpc" else ""
+    sections = [_egress(identity, addresses, ports, list(sidecars), kind)]
+    for peer, sidecar in sidecars.items():
+        sections.append(
+            f"backend {kind}_{peer}\n"
+            f"    server {peer} {sidecar} {credentials} verify required verifyhost {peer} sni str({peer}){alpn}\n"
+        )
+    return sections
 
 
 def _global() -> str:
@@ -86,6 +100,8 @@ def _global() -> str:
         "    ssl-default-bind-options ssl-min-ver TLSv1.3\n"
         "    ssl-default-server-options ssl-min-ver TLSv1.3\n"
         f"    tune.h2.initial-window-size {H2_WINDOW_BYTES}\n"
+        f"    tune.bufsize {BUFFER_BYTES}\n"
+        f"    tune.h2.max-frame-size {BUFFER_BYTES}\n"
         "\n"
         # Docker's DNS: a peer's sidecar may start after this one, or come back at a new address
         "resolvers docker\n"
