@@ -28,7 +28,7 @@ def test_tiny_sweep_writes_json_table_and_plots_and_says_why_a_peer_did_not_run(
     additive = next(r for r in results if r["aggregation"] == "additive" and r["size"] == 20_000)
     assert additive["protocol_bytes_per_owner"] == 8 * 20_000 + 2 * 32  # one ring vector and two seeds
     table = outputs["markdown"].read_text()
-    assert table.count("| additive |") == 2 and table.count("| plaintext |") == 2
+    assert table.count("| fl-testbed | additive |") == 2 and table.count("| fl-testbed | plaintext |") == 2
     assert f"**flower**: did not run: Flower is not installed: {tmp_path / 'no-flower-here'} is missing" in table
     for name in ("latency_vs_size", "bytes_vs_owners"):
         assert outputs[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
