@@ -14,6 +14,9 @@ OWNERS ?= 3
 AGGREGATION ?= additive
 EPOCHS ?= 10
 DATASET ?= digits
+# every other `fl train` setting, forwarded when set: make train LEARNING_RATE=0.1 ALGORITHM=fedsgd
+TRAIN_SETTINGS := ROUNDS_PER_EPOCH BATCH_SIZE LOCAL_EPOCHS LEARNING_RATE ALGORITHM VALUE_RANGE OUT_OF_RANGE MAX_CLIPPED_FRACTION SEED
+train_flag = $(if $($(1)),--$(subst _,-,$(shell echo $(1) | tr A-Z a-z)) $($(1)))
 # docker backend: mutual TLS through a sidecar per player unless TLS=off (for measuring what it costs)
 TLS ?= on
 STATE_DIR ?= .fl
@@ -23,7 +26,7 @@ BENCH ?= quick
 BENCH_BACKEND ?= local
 PROFILES ?= lan
 
-.PHONY: install images up train bench down status logs test lint clean
+.PHONY: install images up train bench down status logs test test-unit lint clean
 
 install:
 	./scripts/install-system-packages.sh
@@ -47,29 +50,33 @@ up: $(if $(filter docker,$(RESOLVED_BACKEND)),images)
 		$(if $(filter off,$(TLS)),--no-tls,)
 
 train:
-	$(FL) train --aggregation $(AGGREGATION) --epochs $(EPOCHS) --state-dir $(STATE_DIR) --config $(STATE_DIR)/cluster.json \
-		--json $(RESULTS)/train-$(AGGREGATION).json
+	$(FL) train --aggregation $(AGGREGATION) --epochs $(EPOCHS) --state-dir $(STATE_DIR) \
+		$(foreach setting,$(TRAIN_SETTINGS),$(call train_flag,$(setting))) --json $(RESULTS)/train-$(AGGREGATION).json
 
 bench:
 	$(FL) bench --mode $(BENCH) --backend $(BENCH_BACKEND) --profiles $(PROFILES) --out $(RESULTS)/bench
 
+# VOLUMES=1: also the owners' shards and Prometheus's history
 down:
-	$(FL) down --state-dir $(STATE_DIR)
+	$(FL) down --state-dir $(STATE_DIR) $(if $(VOLUMES),--volumes,)
 
 status:
 	$(FL) status --state-dir $(STATE_DIR)
 
 logs:
-	@if [ -d $(STATE_DIR)/logs ]; then tail -n 20 $(STATE_DIR)/logs/*.log; fi
-	@if docker ps -aq --filter label=com.docker.compose.project=fl-testbed 2>/dev/null | grep -q .; then \
-		docker ps -aq --filter label=com.docker.compose.project=fl-testbed | xargs -n1 docker logs --tail 20; fi
+	$(FL) logs --state-dir $(STATE_DIR)
 
 test:
 	$(BIN)/python -m pytest
+
+# no servers, no containers: under a minute
+test-unit:
+	$(BIN)/python -m pytest -m "not cluster"
 
 lint:
 	$(BIN)/ruff check fl tests
 	$(BIN)/ruff format --check fl tests
 
-clean: down
+clean:
+	$(FL) down --volumes --state-dir $(STATE_DIR)
 	rm -rf $(STATE_DIR) $(RESULTS)

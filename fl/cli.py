@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,12 +20,16 @@ DEFAULT_OWNERS = 3
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # what `fl train` forwards to the driver container
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args) or 0
     except FLError as error:
         print(f"fl {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"fl {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 
     certs = commands.add_parser("certs", help="show the cluster's certificates; --rotate issues a new CA and new keys")
     certs.add_argument("--rotate", action="store_true", help="new CA, key and certificate for everyone; reloads running sidecars")
+    _state_flag(certs)
     certs.set_defaults(run=_certs)
 
     render = commands.add_parser("render", help="write the docker backend's Compose project without starting it")
@@ -66,10 +73,19 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True, help="mutual TLS through sidecars")
     render.set_defaults(run=_render)
 
-    for name, run, text in (("status", _status, "show each player"), ("down", _down, "remove what `fl up` made")):
-        command = commands.add_parser(name, help=text)
-        _state_flag(command)
-        command.set_defaults(run=run)
+    status = commands.add_parser("status", help="show each player of the state directory's cluster")
+    _state_flag(status)
+    status.set_defaults(run=_status)
+
+    down = commands.add_parser("down", help="stop the state directory's cluster (its stored data stays)")
+    down.add_argument("--volumes", action="store_true", help="also remove the owners' shards and Prometheus's history")
+    _state_flag(down)
+    down.set_defaults(run=_down)
+
+    logs = commands.add_parser("logs", help="the last lines of every player's log")
+    logs.add_argument("--lines", type=int, default=20)
+    _state_flag(logs)
+    logs.set_defaults(run=_logs)
 
     split = commands.add_parser("split", help="SIMULATION ONLY: split a data set among the data owners")
     split.add_argument("--dataset", default="digits", help="digits (offline), mnist (download) or npz:PATH")
@@ -77,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     split.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (dirichlet only)")
     split.add_argument("--seed", type=int, default=0)
     split.add_argument("--only", help="write only this player's file (each host prepares its own)")
-    _config_flag(split)
+    split.add_argument("--config", type=Path, default=DEFAULT_STATE_DIR / "cluster.json", help="cluster file")
     split.set_defaults(run=_split)
 
     bench = commands.add_parser("bench", help="latency and bytes of each aggregation vs plaintext")
@@ -104,10 +120,20 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--algorithm", choices=["fedavg", "fedsgd"], default="fedavg")
     train.add_argument("--value-range", type=float, default=32.0, help="fixed-point range ±R of update values")
     train.add_argument("--out-of-range", choices=["clip", "refuse"], default="clip")
+    train.add_argument(
+        "--max-clipped-fraction",
+        type=float,
+        default=0.01,
+        help="refuse a round in which an owner had more than this fraction of its update clipped (clip only)",
+    )
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--dataset", default="digits", help="must match the data `fl split` wrote")
-    train.add_argument("--json", help="write a JSON summary here")
-    _config_flag(train)
+    train.add_argument("--json", help="write a JSON summary here (also when the run fails or is interrupted)")
+    train.add_argument(
+        "--resume", action="store_true", help="continue from the last round checkpointed on the model owner (same settings)"
+    )
+    train.add_argument(
+        "--config", type=Path, help="cluster file (default: the state directory's; on docker the driver's own, not settable)"
+    )
     _state_flag(train)
     _insecure_flag(train)
     train.set_defaults(run=_train)
@@ -115,11 +141,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _state_flag(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="where the local cluster lives")
-
-
-def _config_flag(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--config", type=Path, default=DEFAULT_STATE_DIR / "cluster.json", help="cluster file")
+    command.add_argument(
+        "--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="identifies the cluster (either backend): its files live here"
+    )
 
 
 def _insecure_flag(command: argparse.ArgumentParser) -> None:
@@ -151,7 +175,7 @@ def _up(args) -> None:
         print("backend: {} ({})".format(*backends.automatic_choice()))
     settings = backends.UpSettings(args.owners, args.dataset, args.tls, args.insecure_randomness)
     cluster = backend.up(settings)
-    print(f"{backend.name} backend: {len(cluster.players)} players up ({args.owners} data owners); {backend.cluster_file}")
+    print(f"{backend.name} backend: {len(cluster.players)} players up ({args.owners} data owners); {backend.where}")
     print(f"links: {cluster.links}")
     print(f"metrics: Prometheus at {cluster.metrics.prometheus}")
     if cluster.dataset is None:  # the local players share this host's disk: split here, into each owner's directory
@@ -165,7 +189,7 @@ def _certs(args) -> None:
     from fl.cluster import Cluster
     from fl.mesh.pki import ClusterPKI
 
-    backend = DockerBackend()
+    backend = DockerBackend(args.state_dir)
     cluster = Cluster.load(backend.cluster_file)
     if cluster.mesh is None:
         raise FLError(
@@ -190,12 +214,11 @@ def _render(args) -> None:
 
 
 def _status(args) -> int:
-    from fl import backends
     from fl.cluster import Cluster
 
-    backend = backends.active(args.state_dir)
+    backend = _cluster_backend(args.state_dir)
     rows = backend.status()
-    print(f"{backend.name} backend; links: {Cluster.load(backend.cluster_file).links}")
+    print(f"{backend.name} backend ({backend.where}); links: {Cluster.load(backend.cluster_file).links}")
     for row in rows:
         print(f"{row.player:<14} {row.role:<15} {row.address:<22} {row.where:<26} {row.process:<8} {row.server:<14} {row.link}")
     return 0 if all(row.healthy for row in rows) else 1
@@ -204,8 +227,27 @@ def _status(args) -> int:
 def _down(args) -> None:
     from fl import backends
 
-    stopped = backends.active(args.state_dir).down()
-    print(f"stopped: {', '.join(stopped)}" if stopped else "no cluster was running")
+    backend = backends.active(args.state_dir)
+    if backend is None:
+        print(f"no cluster in {args.state_dir}: nothing to stop")
+        return
+    stopped = backend.down(volumes=args.volumes)
+    print(f"{backend.name} backend: stopped {', '.join(stopped) or 'nothing (it was not running)'}")
+    if not args.volumes:
+        print("kept the players' stored data (shards, Prometheus's history); `fl down --volumes` removes it")
+
+
+def _logs(args) -> None:
+    print(_cluster_backend(args.state_dir).logs(args.lines))
+
+
+def _cluster_backend(state_dir: Path):
+    from fl import backends
+
+    backend = backends.active(state_dir)
+    if backend is None:
+        raise FLError(f"no cluster in {state_dir}: start one with `fl up --state-dir {state_dir}`")
+    return backend
 
 
 def _split(args) -> None:
@@ -252,14 +294,30 @@ def _bench(args) -> None:
 
 
 def _train(args) -> int | None:
-    from fl import backends
+    from fl import backends, driver_lock
     from fl.train import TrainSettings, train
 
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a stopped run ends like Ctrl-C: one line, exit 130
     backend = backends.active(args.state_dir)
-    if not backend.driver_is_this_host:
+    if backend is not None and not backend.driver_is_this_host:
+        if args.config is not None:
+            raise FLError(
+                f"--config {args.config}: the {backend.name} cluster of {args.state_dir} trains in its driver container, "
+                f"on the cluster file mounted there ({backend.cluster_file}); drop --config"
+            )
         print(f"{backend.name} backend: training runs in the driver container")
-        forwarded = _without_options(sys.argv[1:], ("--config", "--state-dir"))
-        return backend.exec(["fl", *forwarded, "--config", backend.driver_cluster_file]).wait()
+        forwarded = _without_options(args.argv, ("--state-dir",))
+        driver = backend.exec(["fl", *forwarded, "--config", backend.driver_cluster_file])
+        try:
+            return driver.wait()
+        except KeyboardInterrupt:
+            backend.interrupt_driver()
+            try:
+                driver.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                driver.kill()
+            raise
+    config = args.config or (backend.cluster_file if backend else args.state_dir / "cluster.json")
 
     settings = TrainSettings(
         aggregation=args.aggregation,
@@ -271,13 +329,14 @@ def _train(args) -> int | None:
         algorithm=args.algorithm,
         value_range=args.value_range,
         out_of_range=args.out_of_range,
+        max_clipped_fraction=args.max_clipped_fraction,
         seed=args.seed,
+        resume=args.resume,
     )
-    summary = train(str(args.config), settings, args.json, args.insecure_randomness)
-    print(
-        f"{summary['aggregation']}: test accuracy {summary['test_accuracy']:.4f}, loss {summary['test_loss']:.4f}, "
-        f"{summary['rounds']} rounds, mean round {summary['mean_round_seconds']:.3f}s"
-    )
+    with driver_lock.hold(str(config)):
+        summary = train(str(config), settings, args.json, args.insecure_randomness)
+    rounds = f"{summary['rounds']} rounds" + (f", mean round {summary['mean_round_seconds']:.3f}s" if summary["rounds"] else "")
+    print(f"{summary['aggregation']}: test accuracy {summary['test_accuracy']:.4f}, loss {summary['test_loss']:.4f}, {rounds}")
 
 
 def _without_options(argv: list[str], options: tuple[str, ...]) -> list[str]:

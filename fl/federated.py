@@ -13,6 +13,7 @@ refused, and a model that passes gets federated `fit` and `evaluate`.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -27,6 +28,8 @@ from fl.local_training import OwnerTrainer, TrainingSpec, training_spec
 from fl.rounds import RoundListener, RoundResult, RoundRunner
 
 ALGORITHMS = ("fedavg", "fedsgd")
+
+logger = logging.getLogger(__name__)
 
 
 class FederatedLearning:
@@ -62,7 +65,8 @@ class FederatedLearning:
         self.batch_size = batch_size
         self.server_learning_rate = server_learning_rate
         self.seed = seed
-        self.round_results: list[RoundResult] = []
+        self.round_results: list[RoundResult] = []  # this process's rounds
+        self.completed_rounds = 0  # the model's rounds, a resumed run's earlier ones included
         self.round_listeners = list(round_listeners)
         self._scope = None
         self._trainers: dict[tuple[int, OwnerData], OwnerTrainer] = {}
@@ -126,8 +130,12 @@ class FederatedLearning:
         verbose: int | str = "auto",
         callbacks: Sequence[tf.keras.callbacks.Callback] | None = None,
         validation_data: OwnerData | None = None,
+        initial_epoch: int = 0,
     ) -> tf.keras.callbacks.History:
-        """Federated training: `epochs` x `rounds_per_epoch` rounds over the owners' own data."""
+        """Federated training: `epochs` x `rounds_per_epoch` rounds over the owners' own data.
+
+        As in Keras, `initial_epoch` resumes a run; rounds the model has already completed are skipped.
+        """
         sources = self._data_sources(x)
         if self._refresh_needed:  # the last fit failed: players may have restarted since
             connection.refresh()
@@ -149,9 +157,11 @@ class FederatedLearning:
         model.stop_training = False
         callback_list.on_train_begin()
         logs: dict[str, float] = {}
-        for epoch in range(epochs):
+        for epoch in range(initial_epoch, epochs):
             callback_list.on_epoch_begin(epoch)
             for step in range(rounds_per_epoch):
+                if epoch * rounds_per_epoch + step < self.completed_rounds:
+                    continue
                 callback_list.on_train_batch_begin(step)
                 result = self._run_round(runner)
                 logs = {**result.metrics, "round_seconds": result.seconds}
@@ -167,7 +177,7 @@ class FederatedLearning:
         return model.history
 
     def _run_round(self, runner: RoundRunner) -> RoundResult:
-        index = len(self.round_results)
+        index = self.completed_rounds
         try:
             result = runner.run(index)
         except FLError as error:
@@ -175,6 +185,15 @@ class FederatedLearning:
                 listener.round_failed(index, error)
             raise
         self.round_results.append(result)
+        self.completed_rounds += 1
+        if any(result.clipped.values()):
+            listed = ", ".join(f"{owner} {count}" for owner, count in result.clipped.items() if count)
+            logger.warning(
+                "round %d: clipped values outside ±%g (%s); see max_clipped_fraction",
+                index,
+                self.aggregation.value_range,
+                listed,
+            )
         for listener in self.round_listeners:
             listener.round_completed(result)
         return result

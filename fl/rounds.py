@@ -89,7 +89,7 @@ class RoundRunner:
             global_weights = [tf.identity(variable) for variable in self.model.weights]
         updates = {owner: trainer.update(global_weights, self.seed * 100_003 + index) for owner, trainer in self.trainers.items()}
         clock.lap("local_training")
-        bounded = self.aggregation.bound(updates)
+        bounded = self.aggregation.bound(updates, len(self.spec.metric_names))
         mean = self.aggregation.aggregate(bounded.updates, clock)
         with tf.device(self.model_owner.device_name):
             parts = tf.split(mean, [*self.sizes, len(self.spec.metric_names)])

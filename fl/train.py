@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import tensorflow as tf
 
 from fl.aggregation import ABY3SecureAverage, AdditiveSecureAverage, Aggregation, PlaintextAverage, PondSecureAverage
+from fl.aggregation.base import DEFAULT_MAX_CLIPPED_FRACTION
+from fl.checkpoint import CheckpointEachRound, ModelOwnerCheckpoints, check_resumable
 from fl.cluster import AGGREGATIONS, DEFAULT_AGGREGATION, Cluster
 from fl.connection import connect
 from fl.data.sources import owner_sources
 from fl.errors import FLError
 from fl.federated import FederatedLearning
 from fl.metrics.training import TrainingMetrics
+from fl.results import write_json
 
 
 @dataclass
@@ -30,22 +32,35 @@ class TrainSettings:
     algorithm: str = "fedavg"
     value_range: float = 32.0
     out_of_range: str = "clip"
+    max_clipped_fraction: float = DEFAULT_MAX_CLIPPED_FRACTION
     seed: int = 0
     verbose: int = 1
+    resume: bool = False
 
 
-def make_aggregation(name: str, cluster: Cluster, value_range: float = 32.0, out_of_range: str = "clip") -> Aggregation:
+# how a run is carried out, not what it computes: a resumed run may change them
+RUN_ONLY_SETTINGS = ("epochs", "verbose", "resume")
+
+
+def make_aggregation(
+    name: str,
+    cluster: Cluster,
+    value_range: float = 32.0,
+    out_of_range: str = "clip",
+    max_clipped_fraction: float = DEFAULT_MAX_CLIPPED_FRACTION,
+) -> Aggregation:
     """The named aggregation, wired to this cluster's players."""
     cluster.require_protocol(name)
     receiver = cluster.model_owner
+    bounds = {"value_range": value_range, "out_of_range": out_of_range, "max_clipped_fraction": max_clipped_fraction}
     if name == "additive":
-        return AdditiveSecureAverage(cluster.data_owners, receiver, value_range, out_of_range)
+        return AdditiveSecureAverage(cluster.data_owners, receiver, **bounds)
     if name == "pond":
         server_0, server_1, producer = cluster.compute_servers[:3]
-        return PondSecureAverage([server_0, server_1], producer, receiver, value_range, out_of_range)
+        return PondSecureAverage([server_0, server_1], producer, receiver, **bounds)
     if name == "aby3":
-        return ABY3SecureAverage(cluster.compute_servers[:3], receiver, value_range, out_of_range)
-    return PlaintextAverage(receiver, value_range, out_of_range)
+        return ABY3SecureAverage(cluster.compute_servers[:3], receiver, **bounds)
+    return PlaintextAverage(receiver, **bounds)
 
 
 def build_classifier(feature_size: int, num_classes: int, hidden_units: int, learning_rate: float) -> tf.keras.Model:
@@ -64,10 +79,13 @@ def build_classifier(feature_size: int, num_classes: int, hidden_units: int, lea
 
 
 def train(cluster_file: str, settings: TrainSettings, json_path: str | None = None, insecure_randomness: bool = False) -> dict:
+    """Train, checkpointing on the model owner after every round; the JSON says how the run ended."""
     cluster = connect(cluster_file, insecure_randomness=insecure_randomness)
     if settings.aggregation not in AGGREGATIONS:
         raise FLError(f"unknown aggregation {settings.aggregation!r}; use one of {', '.join(AGGREGATIONS)}")
-    aggregation = make_aggregation(settings.aggregation, cluster, settings.value_range, settings.out_of_range)
+    aggregation = make_aggregation(
+        settings.aggregation, cluster, settings.value_range, settings.out_of_range, settings.max_clipped_fraction
+    )
     train_data, test_data = owner_sources(cluster)
     meta = cluster.dataset
     tf.keras.utils.set_random_seed(settings.seed)
@@ -83,31 +101,78 @@ def train(cluster_file: str, settings: TrainSettings, json_path: str | None = No
     )
     with federated:
         model = build_classifier(meta.feature_size, meta.num_classes, settings.hidden_units, settings.learning_rate)
+    checkpoints = ModelOwnerCheckpoints(cluster.model_owner, model)
+    recorded = {name: value for name, value in asdict(settings).items() if name not in RUN_ONLY_SETTINGS}
+    if settings.resume:
+        resumed_from = _resume(checkpoints, recorded, federated)
+    else:
+        checkpoints.clear()
+        resumed_from = 0
+    federated.round_listeners.append(CheckpointEachRound(checkpoints, recorded))
     if settings.verbose:
         print(f"training on {len(train_data)} data owners with {aggregation!r} ({cluster.backend} backend)")
-    history = model.fit(train_data, epochs=settings.epochs, rounds_per_epoch=settings.rounds_per_epoch, verbose=settings.verbose)
-    test_loss, test_accuracy = model.evaluate(test_data, verbose=settings.verbose)
-    metrics.evaluated(test_loss, test_accuracy)
-    rounds = federated.round_results
     summary = {
+        "status": "running",
         "aggregation": settings.aggregation,
         "backend": cluster.backend,
         "data_owners": len(train_data),
         "dataset": meta.name,
         "links": cluster.links,
-        "test_accuracy": test_accuracy,
-        "test_loss": test_loss,
+        "resumed_from_round": resumed_from,
+        "model_parameters": sum(v.shape.num_elements() for v in model.weights),
+        "settings": asdict(settings),
+    }
+    try:
+        history = model.fit(
+            train_data,
+            epochs=settings.epochs,
+            rounds_per_epoch=settings.rounds_per_epoch,
+            initial_epoch=resumed_from // settings.rounds_per_epoch,
+            verbose=settings.verbose,
+        )
+        test_loss, test_accuracy = model.evaluate(test_data, verbose=settings.verbose)
+    except (KeyboardInterrupt, FLError) as stopped:
+        status = "interrupted" if isinstance(stopped, KeyboardInterrupt) else "failed"
+        summary.update(status=status, error=str(stopped) or None, **_round_summary(federated.round_results))
+        if json_path:
+            write_json(json_path, summary)
+        raise
+    metrics.evaluated(test_loss, test_accuracy)
+    summary.update(
+        status="completed",
+        test_accuracy=test_accuracy,
+        test_loss=test_loss,
+        history={key: [float(v) for v in values] for key, values in history.history.items()},
+        **_round_summary(federated.round_results),
+    )
+    if json_path:
+        write_json(json_path, summary)
+    return summary
+
+
+def _resume(checkpoints: ModelOwnerCheckpoints, recorded: dict, federated: FederatedLearning) -> int:
+    latest = checkpoints.latest()
+    if latest is None:
+        raise FLError(
+            f"--resume: no checkpoint on {checkpoints.model_owner.name} ({checkpoints.directory}): start without --resume"
+        )
+    check_resumable(latest, recorded)
+    checkpoints.restore(latest)
+    federated.completed_rounds = latest.completed_rounds
+    print(f"resuming after round {latest.completed_rounds - 1}: the checkpoint on {checkpoints.model_owner.name}")
+    return latest.completed_rounds
+
+
+def _round_summary(rounds: list) -> dict:
+    """This process's rounds (a resumed run's earlier rounds are in the first run's JSON)."""
+    if not rounds:
+        return {"rounds": 0, "completed_rounds": 0}
+    return {
         "rounds": len(rounds),
+        "completed_rounds": rounds[-1].index + 1,
         "round_seconds": [r.seconds for r in rounds],
         "mean_round_seconds": statistics.fmean(r.seconds for r in rounds),
         "phase_seconds": {phase: statistics.fmean(r.phase_seconds[phase] for r in rounds) for phase in rounds[0].phase_seconds},
         "clipped_values": sum(sum(r.clipped.values()) for r in rounds),
         "expected_sent_bytes_per_round": rounds[-1].expected_bytes,
-        "model_parameters": sum(v.shape.num_elements() for v in model.weights),
-        "history": {key: [float(v) for v in values] for key, values in history.history.items()},
-        "settings": settings.__dict__,
     }
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(summary, indent=2) + "\n")
-    return summary

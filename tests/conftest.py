@@ -11,15 +11,22 @@ import pytest
 
 import fl
 from fl.backends import UpSettings, local
-from fl.backends.local import StateDir, free_ports
+from fl.backends.local import StateDir
 from fl.data import datasets
 from fl.data.split import write_shards
 
 OWNERS = 3
 
 
+# fixtures that start real servers: the tests using them are `cluster` tests (`make test-unit` leaves them out)
+SERVER_FIXTURES = {"cluster_state", "cluster", "compose_cluster", "images"}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Docker tests must run in CI; elsewhere they skip loudly when no engine answers."""
+    """Mark every test that needs servers `cluster`; Docker tests must run in CI, elsewhere they skip loudly."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) or "docker" in item.keywords:
+            item.add_marker(pytest.mark.cluster)
     if os.environ.get("CI") or (shutil.which("docker") and _docker_answers()):
         return
     skip = pytest.mark.skip(reason="NO DOCKER ENGINE ANSWERS: docker tests skipped (they are required in CI)")
@@ -66,17 +73,13 @@ def images() -> None:
 @pytest.fixture(scope="session")
 def compose_cluster(images) -> fl.Cluster:
     """The Compose testbed with mutual TLS (after whatever an earlier run left behind is gone), for every Docker test."""
-    from fl.backends.docker import DockerBackend
+    from containers import BACKEND
 
     os.chdir(REPO)
-    backend = DockerBackend()
-    if backend.is_up():
-        backend.down()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PROMETHEUS_PORT", str(free_ports(1)[0]))  # a local cluster may hold the default
-        cluster = backend.up(UpSettings(OWNERS))
-        yield cluster
-        backend.down()
+    if BACKEND.is_up():
+        BACKEND.down(volumes=True)
+    yield BACKEND.up(UpSettings(OWNERS))
+    BACKEND.down(volumes=True)
 
 
 @pytest.fixture(scope="session")

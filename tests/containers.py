@@ -16,10 +16,13 @@ from fl.backends import docker
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = Path(__file__).parent / "scenarios"
+# the Docker tests' own testbed: a state directory of their own, so a user's testbed stays untouched
+STATE_DIR = REPO / ".fl-docker-test"
+BACKEND = docker.DockerBackend(STATE_DIR)
 
 
 def container(engine: docker_sdk.DockerClient, service: str) -> Container:
-    return engine.containers.get(docker.container_name(service))
+    return engine.containers.get(BACKEND.container(service))
 
 
 def copy_into(target: Container, source: Path, directory: str = "/tmp") -> str:

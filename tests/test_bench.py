@@ -12,6 +12,7 @@ from fl.errors import FLError
 TINY = sweep.SweepSettings(owners=(3,), sizes=(1_000, 20_000), aggregations=("additive", "plaintext"), rounds=2)
 
 
+@pytest.mark.cluster
 def test_tiny_sweep_writes_json_table_and_plots_and_says_why_a_peer_did_not_run(tmp_path, monkeypatch):
     monkeypatch.setattr(flower, "VENV", tmp_path / "no-flower-here")
     settings = replace(TINY, peers=("flower",))
@@ -34,6 +35,7 @@ def test_tiny_sweep_writes_json_table_and_plots_and_says_why_a_peer_did_not_run(
         assert outputs[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.cluster
 def test_flower_secagg_and_fedavg_rounds_against_the_true_mean(tmp_path):
     """Each round's aggregate is checked against the clients' mean inside `flower.measure`, which raises if off."""
     size = 5_000

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import time
 
 import docker as docker_sdk
 import pytest
 from containers import (
+    BACKEND,
     REPO,
     SCENARIOS,
+    STATE_DIR,
     container,
     copy_into,
     read_until,
@@ -23,6 +27,7 @@ from promql import dashboard_queries, has_data, query, value, wait_for
 from fl.backends import docker
 from fl.backends.docker import DockerBackend
 from fl.bench import netem
+from fl.cli import main
 
 pytestmark = pytest.mark.docker
 
@@ -32,27 +37,59 @@ WIRE_ROUNDS = 30
 WIRE_MARGIN = (1.0, 1.6)
 
 
-def test_down_removes_a_project_left_behind_without_its_files(images, engine, tmp_path, monkeypatch):
-    """A killed run (or another checkout) can leave the project running; `down` must clear it from anywhere."""
-    monkeypatch.chdir(tmp_path)  # no rendered compose/ here
-    backend = DockerBackend()
-    backend.down()  # a cluster some other run left up is not this test's leftover
-    label = {"com.docker.compose.project": docker.PROJECT}
-    network = engine.networks.create(f"{docker.PROJECT}_left-behind", labels=label)
-    volume = engine.volumes.create(f"{docker.PROJECT}_left-behind", labels=label)
+def leave_behind(engine, backend: DockerBackend) -> list:
+    """What a killed `fl up` leaves: a container, a network and a volume with the project's label, no rendered files."""
+    label = {"com.docker.compose.project": backend.project}
+    network = engine.networks.create(f"{backend.project}_left-behind", labels=label)
+    volume = engine.volumes.create(f"{backend.project}_left-behind", labels=label)
     container = engine.containers.create(
         f"{docker.IMAGE}-player", labels={**label, "com.docker.compose.service": "data-owner-0"}, network=network.name
     )
+    backend.record()
+    return [(engine.containers, container.id), (engine.networks, network.id), (engine.volumes, volume.id)]
+
+
+def test_down_removes_a_project_left_behind_without_its_files_and_keeps_volumes_unless_asked(images, engine, tmp_path):
+    backend = DockerBackend(tmp_path / "state")
+    (containers, container), (networks, network), (volumes, volume) = leave_behind(engine, backend)
     assert backend.is_up()
     assert backend.down() == ["data-owner-0"]
     assert not backend.is_up()
-    for collection, name in ((engine.containers, container.id), (engine.networks, network.id), (engine.volumes, volume.id)):
+    for collection, name in ((containers, container), (networks, network)):
         with pytest.raises(docker_sdk.errors.NotFound):
             collection.get(name)
+    assert volumes.get(volume)  # an owner's shard, Prometheus's history, checkpoints: kept like Compose's own `down`
+    backend.record()
+    assert main(["down", "--volumes", "--state-dir", str(backend.state_dir)]) == 0
+    with pytest.raises(docker_sdk.errors.NotFound):
+        volumes.get(volume)
+
+
+def test_commands_on_another_state_directory_leave_the_testbed_alone(compose_cluster, engine, tmp_path, capsys):
+    """The issue's sequence: a refused local `up` in another state dir, then `down` there; the testbed stays up."""
+    other = str(tmp_path / "other")
+    before = {c.name for c in engine.containers.list(filters={"label": f"com.docker.compose.project={BACKEND.project}"})}
+    assert main(["up", "--backend", "local", "--owners", "1", "--state-dir", other]) == 2
+    assert "--owners 1: secure averaging needs at least 2 data owners" in capsys.readouterr().err
+    assert main(["down", "--state-dir", other]) == 0
+    assert f"no cluster in {other}" in capsys.readouterr().out
+    assert main(["status", "--state-dir", other]) == 2
+    running = engine.containers.list(filters={"label": f"com.docker.compose.project={BACKEND.project}", "status": "running"})
+    assert {c.name for c in running} == before and len(before) > 2 * len(compose_cluster.players)
+    assert main(["status", "--state-dir", str(STATE_DIR)]) == 0
+    assert BACKEND.project in capsys.readouterr().out
+
+
+def test_train_from_the_host_refuses_a_config_it_could_not_use(compose_cluster, tmp_path, capsys):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    assert main(["train", "--config", str(broken), "--state-dir", str(STATE_DIR)]) == 2
+    error = capsys.readouterr().err
+    assert f"--config {broken}: the docker cluster of {STATE_DIR} trains in its driver container" in error
 
 
 def test_one_container_per_player_and_its_sidecar_plus_the_driver_and_monitoring(compose_cluster, engine):
-    listed = engine.containers.list(filters={"label": f"com.docker.compose.project={docker.PROJECT}"})
+    listed = engine.containers.list(filters={"label": f"com.docker.compose.project={BACKEND.project}"})
     services = sorted(c.labels["com.docker.compose.service"] for c in listed)
     monitoring = ["prometheus", *(["grafana"] if engine.images.list(name=docker.GRAFANA_IMAGE) else [])]
     identities = [p.name for p in compose_cluster.players] + ["driver"]
@@ -125,8 +162,8 @@ def test_bench_in_containers_measures_wire_bytes_and_feels_a_slow_link(compose_c
         return json.loads(output[0].decode().strip().splitlines()[-1])
 
     lan = measured()
-    links = DockerBackend().shaped_links(compose_cluster)
-    assert [name for name, _ in links] == [docker.container_name(f"{p.name}-tls") for p in compose_cluster.players]
+    links = BACKEND.shaped_links(compose_cluster)
+    assert [name for name, _ in links] == [BACKEND.container(f"{p.name}-tls") for p in compose_cluster.players]
     try:
         for name, address in links:
             netem.apply(name, address, netem.PROFILES["10mbit"])
@@ -196,3 +233,35 @@ def test_a_container_off_the_players_network_cannot_reach_any_player(compose_clu
         f"{docker.IMAGE}-player", ["-c", probe, *addresses], entrypoint="python3", network="bridge", remove=True
     )
     assert output.decode().strip() == "none"
+
+
+def driver_processes(engine) -> list[str]:
+    """The command lines of every process in the driver container."""
+    listing = (
+        "import pathlib\n"
+        "for path in pathlib.Path('/proc').glob('[0-9]*/cmdline'):\n"
+        "    print(path.read_bytes().replace(bytes(1), b' ').decode())\n"
+    )
+    _, output = container(engine, "driver").exec_run(["python3", "-c", listing])
+    return output.decode().splitlines()
+
+
+def test_ctrl_c_on_the_host_stops_training_in_the_driver_and_a_second_driver_is_refused(compose_cluster, engine):
+    fl_command = [str(REPO / ".venv" / "bin" / "fl"), "train", "--state-dir", str(STATE_DIR)]
+    host = subprocess.Popen([*fl_command, "--epochs", "500"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any("fl train" in line for line in driver_processes(engine)):
+            assert time.monotonic() < deadline and host.poll() is None, "fl train did not start in the driver"
+            time.sleep(0.5)
+        time.sleep(15)  # well into its rounds: TF imported, the lock held
+        second = subprocess.run([*fl_command, "--epochs", "1"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and "another `fl train` (pid " in second.stderr, second.stderr[-1500:]
+        host.send_signal(signal.SIGINT)
+        _, stderr = host.communicate(timeout=90)
+    finally:
+        if host.poll() is None:
+            host.kill()
+    assert host.returncode == 130, stderr[-1500:]
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "fl train: interrupted", stderr[-1500:]
+    assert [line for line in driver_processes(engine) if "fl train" in line] == []

@@ -15,6 +15,9 @@ from fl.data.split import write_shards
 SCENARIOS = Path(__file__).parent / "scenarios"
 
 
+pytestmark = pytest.mark.cluster
+
+
 @pytest.fixture
 def small_cluster(tmp_path):
     state = StateDir(tmp_path)

@@ -77,13 +77,31 @@ def test_out_of_range_values_are_clipped_and_counted_or_refused(cluster):
     owner = cluster.data_owners[2]
     with tf.device(owner.device_name):
         updates[owner] = tf.concat([updates[owner][:-2], [50.0, -70.0]], axis=0)
-    clip = make_aggregation("additive", cluster, value_range=10.0)
+    clip = make_aggregation("additive", cluster, value_range=10.0, max_clipped_fraction=0.02)
     bounded = clip.bound(updates)
     assert bounded.clipped == {"data-owner-0": 0, "data-owner-1": 0, "data-owner-2": 2}
     np.testing.assert_allclose(bounded.updates[owner].numpy()[-2:], [10.0, -10.0])
     refuse = make_aggregation("additive", cluster, value_range=10.0, out_of_range="refuse")
     with pytest.raises(RangeError, match="data-owner-2 has 2 values outside ±10"):
         refuse.bound(updates)
+    ruined = make_aggregation("additive", cluster, value_range=10.0, max_clipped_fraction=0.01)
+    with pytest.raises(RangeError, match=r"data-owner-2 has 2 of 100 values \(2.0%\) outside ±10, more than max_clipped"):
+        ruined.bound(updates)
+
+
+def test_training_metrics_riding_with_the_update_are_not_clipped_with_it(cluster):
+    """A diverging loss must show as it is: the last values (loss, accuracy) are bounded by the encoding only."""
+    updates = owner_updates(cluster, size=100, scale=1.0)
+    owner = cluster.data_owners[0]
+    with tf.device(owner.device_name):
+        updates[owner] = tf.concat([updates[owner][:-2], [5000.0, 0.5]], axis=0)
+    aggregation = make_aggregation("additive", cluster, value_range=10.0)
+    bounded = aggregation.bound(updates, metric_count=2)
+    assert bounded.clipped[owner.name] == 0
+    np.testing.assert_allclose(bounded.updates[owner].numpy()[-2:], [5000.0, 0.5])
+    mean = aggregation.aggregate(bounded.updates).numpy()
+    expected = np.mean([bounded.updates[o].numpy() for o in cluster.data_owners], axis=0)
+    np.testing.assert_allclose(mean[-2:], expected[-2:], rtol=1e-6)
 
 
 def test_updates_of_different_sizes_are_refused(cluster):
@@ -119,6 +137,18 @@ def test_short_training_run_on_digits_learns(cluster):
     _, accuracy = model.evaluate(test_data, verbose=0)
     assert accuracy > 0.8
     assert history.history["val_accuracy"][-1] == pytest.approx(accuracy)
+
+
+def test_a_ruinous_learning_rate_fails_the_round_instead_of_clipping_the_model_silently(cluster):
+    """The issue's `--learning-rate 1e6`: most of each update is clipped, so the round is refused, weights unchanged."""
+    train_data, _ = fl.owner_sources(cluster)
+    federated = fl.FederatedLearning(cluster.model_owner, make_aggregation("additive", cluster))
+    with federated:
+        model = build_classifier(64, 10, hidden_units=32, learning_rate=1e6)
+    before = [w.numpy() for w in model.weights]
+    with pytest.raises(RoundFailedError, match=r"round 0 refused: update from data-owner-\d has \d+ of 2410 values"):
+        model.fit(train_data, epochs=1, verbose=0)
+    assert all(np.array_equal(w.numpy(), b) for w, b in zip(model.weights, before))
 
 
 def test_training_data_is_read_on_its_owner(cluster):

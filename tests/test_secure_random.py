@@ -1,5 +1,7 @@
 """The secure-random op: known answers against an independent ChaCha20, determinism, uniformity."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,7 +10,12 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from fl import secure_random
 from fl.errors import InsecureRandomnessError
 
-ops = secure_random.load()
+try:
+    ops = secure_random.load()
+except InsecureRandomnessError as missing:
+    if os.environ.get("CI"):  # CI builds the op with `make install`: missing there is a failure
+        raise
+    pytest.skip(f"SECURE-RANDOM OP NOT BUILT: {missing}", allow_module_level=True)
 
 
 def chacha20_keystream(seed: tf.Tensor, length: int) -> bytes:

@@ -22,7 +22,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from containers import REPO, SCENARIOS, container, copy_into, log_lines, read_until, stdout_lines, train_in_driver
+from containers import (
+    BACKEND,
+    SCENARIOS,
+    STATE_DIR,
+    container,
+    copy_into,
+    log_lines,
+    read_until,
+    stdout_lines,
+    train_in_driver,
+)
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -37,7 +47,7 @@ from fl.mesh.pki import CA_FILE, IDENTITY_FILE
 
 pytestmark = pytest.mark.docker
 
-PKI = REPO / "compose" / docker.PKI_DIR
+PKI = BACKEND.directory / docker.PKI_DIR
 ATTACK = SCENARIOS / "attack_from_compute_server.py"
 OUTSIDER = SCENARIOS / "outsider_call.py"
 CAPTURE_SIZE = 50_000  # float32 values per owner update: 200 KB
@@ -306,7 +316,7 @@ def test_a_capture_of_the_players_network_shows_only_tls_no_update_and_no_seed(c
 
 def test_each_identity_key_is_mounted_into_its_own_sidecar_only(compose_cluster, engine):
     mounted = {}
-    for listed in engine.containers.list(filters={"label": f"com.docker.compose.project={docker.PROJECT}"}):
+    for listed in engine.containers.list(filters={"label": f"com.docker.compose.project={BACKEND.project}"}):
         service = listed.labels["com.docker.compose.service"]
         mounted[service] = sorted(m["Source"] for m in listed.attrs["Mounts"] if m["Source"].startswith(str(PKI)))
     identities = [*(p.name for p in compose_cluster.players), DRIVER]
@@ -323,7 +333,7 @@ def test_rotated_certificates_replace_the_old_ones_and_training_goes_on(compose_
     """Runs last in this module: a new CA and keys for everyone; the old driver key is then refused."""
     old_driver = tmp_path / "old-driver.pem"
     old_driver.write_bytes((PKI / DRIVER / IDENTITY_FILE).read_bytes())
-    assert main(["certs", "--rotate"]) == 0
+    assert main(["certs", "--rotate", "--state-dir", str(STATE_DIR)]) == 0
     time.sleep(int(OLD_CONNECTIONS_AFTER_RELOAD.rstrip("s")) + 3)  # the old HAProxy processes have closed their connections
     assert "alert unknown ca" in outsider_call(engine, tmp_path / "old", old_driver)["handshake"]
     assert outsider_call(engine, tmp_path / "new", PKI / DRIVER / IDENTITY_FILE)["grpc"] == "OK"

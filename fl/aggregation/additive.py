@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from fl import secure_random
 from fl.aggregation import fixedpoint
-from fl.aggregation.base import Aggregation
+from fl.aggregation.base import DEFAULT_MAX_CLIPPED_FRACTION, Aggregation
 from fl.cluster import Player
 from fl.phases import PhaseClock
 
@@ -39,8 +39,9 @@ class AdditiveSecureAverage(Aggregation):
         value_range: float = 32.0,
         out_of_range: str = "clip",
         fractional_bits: int = 24,
+        max_clipped_fraction: float = DEFAULT_MAX_CLIPPED_FRACTION,
     ) -> None:
-        super().__init__(output_receiver, value_range, out_of_range)
+        super().__init__(output_receiver, value_range, out_of_range, max_clipped_fraction)
         if len(compute_players) < 2:
             raise ValueError(f"additive sharing needs at least 2 compute players, got {len(compute_players)}")
         self.compute_players = list(compute_players)

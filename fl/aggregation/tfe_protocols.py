@@ -19,7 +19,7 @@ from tf_encrypted.tensor.fixed import fixed64_heuristic
 
 from fl import secure_random
 from fl.aggregation.additive import SEED_BYTES
-from fl.aggregation.base import Aggregation
+from fl.aggregation.base import DEFAULT_MAX_CLIPPED_FRACTION, Aggregation
 from fl.cluster import Player
 from fl.phases import PhaseClock
 
@@ -30,8 +30,15 @@ class TfeProtocolAverage(Aggregation):
     shared_seeds: int
     shared_vectors: int
 
-    def __init__(self, servers: Sequence[Player], output_receiver: Player, value_range: float, out_of_range: str) -> None:
-        super().__init__(output_receiver, value_range, out_of_range)
+    def __init__(
+        self,
+        servers: Sequence[Player],
+        output_receiver: Player,
+        value_range: float,
+        out_of_range: str,
+        max_clipped_fraction: float = DEFAULT_MAX_CLIPPED_FRACTION,
+    ) -> None:
+        super().__init__(output_receiver, value_range, out_of_range, max_clipped_fraction)
         self.servers = list(servers)
         self._protocol: tfe.protocol.Protocol | None = None
 
@@ -98,10 +105,11 @@ class PondSecureAverage(TfeProtocolAverage):
         output_receiver: Player,
         value_range: float = 32.0,
         out_of_range: str = "clip",
+        max_clipped_fraction: float = DEFAULT_MAX_CLIPPED_FRACTION,
     ) -> None:
         if len(servers) != 2:
             raise ValueError(f"Pond needs exactly 2 servers, got {len(servers)}")
-        super().__init__([*servers, crypto_producer], output_receiver, value_range, out_of_range)
+        super().__init__([*servers, crypto_producer], output_receiver, value_range, out_of_range, max_clipped_fraction)
 
     # tfe's Pond._share: one seed to one server, the masked secret to the other
     shared_seeds, shared_vectors = 1, 1
@@ -131,10 +139,11 @@ class ABY3SecureAverage(TfeProtocolAverage):
         output_receiver: Player,
         value_range: float = 32.0,
         out_of_range: str = "clip",
+        max_clipped_fraction: float = DEFAULT_MAX_CLIPPED_FRACTION,
     ) -> None:
         if len(servers) != 3:
             raise ValueError(f"ABY3 needs exactly 3 servers, got {len(servers)}")
-        super().__init__(servers, output_receiver, value_range, out_of_range)
+        super().__init__(servers, output_receiver, value_range, out_of_range, max_clipped_fraction)
 
     # tfe's ABY3._share: two seeds to two servers each, the masked secret to two servers
     shared_seeds, shared_vectors = 4, 2

@@ -17,6 +17,7 @@ scrape the sidecars and a second network to publish its port on the host's loopb
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -26,8 +27,9 @@ from typing import Any
 
 import yaml
 
-from fl.backends import Backend, PlayerStatus, UpSettings
-from fl.backends.local import player_names
+from fl import driver_lock
+from fl.backends import Backend, PlayerStatus, UpSettings, check_owners
+from fl.backends.local import DEFAULT_STATE_DIR, free_ports, player_names, port_free
 from fl.cluster import (
     DATA_OWNER,
     DRIVER,
@@ -45,7 +47,7 @@ from fl.errors import FLError
 from fl.mesh.pki import CA_FILE, IDENTITY_FILE, ClusterPKI
 from fl.metrics import prometheus
 
-PROJECT = "fl-testbed"
+PROJECT_PREFIX = "fl-testbed"
 PLAYER_PORT = 7000
 SIDECAR_PORT = 7443
 SIDECAR_METRICS_PORT = 9401
@@ -62,7 +64,8 @@ PROMETHEUS_PORT = 9090
 GRAFANA_PORT = 3000
 GRAFANA_IMAGE = "grafana/grafana-oss:11.3.0"
 IMAGE_TARGETS = ("player", "driver", "sidecar", "prometheus")
-COMPOSE_DIR = Path("compose")  # the rendered compose.yaml, cluster.json, prometheus.yml and the cluster's PKI
+DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
+COMPOSE_DIR = "compose"  # in the state directory: the rendered compose.yaml, cluster.json, prometheus.yml and PKI
 PKI_DIR = "pki"  # under COMPOSE_DIR: one directory per identity, each mounted into its own sidecar only
 HEALTHY_WITHIN_SECONDS = 420.0  # seven TF servers import TensorFlow at once on two cores
 
@@ -74,6 +77,12 @@ def compose_command() -> list[str]:
     if shutil.which("docker-compose"):
         return ["docker-compose"]
     raise FLError("neither `docker compose` nor `docker-compose` is installed; install Docker Compose or use --backend local")
+
+
+def project_name(state_dir: Path) -> str:
+    """One Compose project per state directory, so testbeds of several checkouts (or state dirs) coexist."""
+    resolved = Path(state_dir).resolve()
+    return f"{PROJECT_PREFIX}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:8]}"
 
 
 def engine_answers() -> bool:
@@ -89,7 +98,7 @@ def link_network(identity: str) -> str:
     return f"link-{identity}"
 
 
-def container_cluster(owners: int, dataset: DatasetInfo, tls: bool = True) -> Cluster:
+def container_cluster(owners: int, dataset: DatasetInfo, tls: bool = True, prometheus_port: int = PROMETHEUS_PORT) -> Cluster:
     """Each player is its own host `name:7000` and keeps its own files in /data."""
     players = [
         Player(name, f"{name}:{PLAYER_PORT}", role, index, DATA_DIR_IN_CONTAINER)
@@ -107,7 +116,7 @@ def container_cluster(owners: int, dataset: DatasetInfo, tls: bool = True) -> Cl
         scrape_targets=scrape_targets,
         driver=f"{DRIVER}:{METRICS_PORT}",
         driver_textfile=DRIVER_METRICS_FILE,
-        prometheus=f"http://127.0.0.1:{os.environ.get('PROMETHEUS_PORT', PROMETHEUS_PORT)}",
+        prometheus=f"http://127.0.0.1:{prometheus_port}",
         listen_host="0.0.0.0",
         wire_bytes=OWN_NAMESPACE,
     )
@@ -115,8 +124,9 @@ def container_cluster(owners: int, dataset: DatasetInfo, tls: bool = True) -> Cl
     return Cluster.from_dict(cluster.to_dict())
 
 
-def render_compose(cluster: Cluster, image: str = IMAGE, grafana: bool = False) -> dict:
-    """Paths are relative to compose/; the driver runs as the host user so results/ stays theirs."""
+def render_compose(cluster: Cluster, image: str = IMAGE, grafana: bool = False, results: Path = Path("results")) -> dict:
+    """Paths of generated files are relative to the compose file; the driver runs as the host user so `results`
+    stays theirs."""
     cluster_mount = f"./cluster.json:{CLUSTER_FILE_IN_CONTAINER}:ro"
     dataset = cluster.dataset
     mesh = cluster.mesh
@@ -155,7 +165,7 @@ def render_compose(cluster: Cluster, image: str = IMAGE, grafana: bool = False) 
         "hostname": DRIVER,
         "networks": [link_network(DRIVER)] if mesh else [NETWORK],
         "user": "${FL_UID:-1000}:${FL_GID:-1000}",
-        "volumes": [cluster_mount, "../results:/home/fl/results"],
+        "volumes": [cluster_mount, f"{results.resolve()}:/home/fl/results"],
         "entrypoint": ["fl", "driver-metrics", "--config", CLUSTER_FILE_IN_CONTAINER],
     }
     if mesh:
@@ -165,7 +175,8 @@ def render_compose(cluster: Cluster, image: str = IMAGE, grafana: bool = False) 
             services[sidecar_service(identity)] = render_sidecar(cluster, identity, image, cluster_mount)
         ready.update({sidecar_service(player.name): {"condition": "service_healthy"} for player in cluster.players})
     services[DRIVER]["depends_on"] = ready
-    services.update(render_monitoring(image, grafana, tls=mesh is not None))
+    prometheus_port = int(cluster.metrics.prometheus.rsplit(":", 1)[1])
+    services.update(render_monitoring(image, grafana, tls=mesh is not None, prometheus_port=prometheus_port))
     volumes["prometheus-data"] = {}
     return {"services": services, "networks": networks, "volumes": volumes}
 
@@ -204,7 +215,7 @@ def _port_answers(port: int, start_period: str) -> dict:
     }
 
 
-def render_monitoring(image: str, grafana: bool, tls: bool) -> dict[str, dict]:
+def render_monitoring(image: str, grafana: bool, tls: bool, prometheus_port: int = PROMETHEUS_PORT) -> dict[str, dict]:
     """Prometheus on both networks, its API on the host's loopback; Grafana provisioned from dashboards/.
 
     With mutual TLS, Prometheus holds its own identity (`prometheus`) and scrapes the sidecars with it.
@@ -214,7 +225,7 @@ def render_monitoring(image: str, grafana: bool, tls: bool) -> dict[str, dict]:
         "prometheus": {
             "image": f"{image}-prometheus",
             "networks": [NETWORK, MONITORING_NETWORK],
-            "ports": [f"127.0.0.1:${{PROMETHEUS_PORT:-{PROMETHEUS_PORT}}}:{PROMETHEUS_PORT}"],
+            "ports": [f"127.0.0.1:{prometheus_port}:{PROMETHEUS_PORT}"],
             "volumes": ["./prometheus.yml:/etc/prometheus/prometheus.yml:ro", "prometheus-data:/prometheus"],
             "healthcheck": {"test": ["CMD", "python3", "-c", ready], "interval": "3s", "timeout": "3s", "retries": 20},
         }
@@ -228,8 +239,8 @@ def render_monitoring(image: str, grafana: bool, tls: bool) -> dict[str, dict]:
             "networks": [MONITORING_NETWORK],
             "ports": [f"127.0.0.1:${{GRAFANA_PORT:-{GRAFANA_PORT}}}:{GRAFANA_PORT}"],
             "volumes": [
-                "../dashboards/provisioning:/etc/grafana/provisioning:ro",
-                "../dashboards:/var/lib/grafana/dashboards:ro",
+                f"{DASHBOARDS / 'provisioning'}:/etc/grafana/provisioning:ro",
+                f"{DASHBOARDS}:/var/lib/grafana/dashboards:ro",
             ],
             "environment": {"GF_AUTH_ANONYMOUS_ENABLED": "true", "GF_AUTH_ANONYMOUS_ORG_ROLE": "Viewer"},
             "depends_on": {"prometheus": {"condition": "service_healthy"}},
@@ -245,14 +256,21 @@ def dataset_settings(dataset_name: str, seed: int = 0) -> DatasetInfo:
 
 
 def write_project(
-    directory: Path, owners: int, dataset: DatasetInfo, image: str = IMAGE, grafana: bool = False, tls: bool = True
+    directory: Path,
+    owners: int,
+    dataset: DatasetInfo,
+    image: str = IMAGE,
+    grafana: bool = False,
+    tls: bool = True,
+    prometheus_port: int = PROMETHEUS_PORT,
+    results: Path = Path("results"),
 ) -> Path:
     """Write the cluster file, prometheus.yml and compose.yaml for `owners` data owners; return the compose file.
 
     With TLS, the cluster's PKI in `directory/pki/` is created or reused first (`fl certs --rotate` renews it).
     """
     directory.mkdir(parents=True, exist_ok=True)
-    cluster = container_cluster(owners, dataset, tls)
+    cluster = container_cluster(owners, dataset, tls, prometheus_port)
     scrape_tls = None
     if cluster.mesh:
         issued = ClusterPKI(directory / PKI_DIR).ensure(identities(cluster))
@@ -262,7 +280,7 @@ def write_project(
         scrape_tls = {"ca_file": f"{PROMETHEUS_TLS_DIR}/{CA_FILE}", "cert_file": identity_file, "key_file": identity_file}
     cluster.save(directory / "cluster.json")
     prometheus.write_scrape_config(cluster, directory / "prometheus.yml", scrape_tls)
-    compose = render_compose(cluster, image, grafana)
+    compose = render_compose(cluster, image, grafana, results)
     path = directory / "compose.yaml"
     header = f"# Rendered by `fl up --backend docker --owners {owners}`; edit fl/backends/docker.py instead.\n"
     path.write_text(header + yaml.safe_dump(compose, sort_keys=False))
@@ -275,8 +293,8 @@ def identities(cluster: Cluster) -> dict[str, list[str]]:
     return {**names, MONITOR: [MONITOR]}
 
 
-def compose(directory: Path, *args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
-    command = [*compose_command(), "-p", PROJECT, "-f", str(directory / "compose.yaml"), *args]
+def compose(project: str, directory: Path, *args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
+    command = [*compose_command(), "-p", project, "-f", str(directory / "compose.yaml"), *args]
     environment = {**os.environ, "FL_UID": str(os.getuid()), "FL_GID": str(os.getgid())}
     result = subprocess.run(command, capture_output=capture, text=True, env=environment)
     if check and result.returncode != 0:
@@ -285,23 +303,30 @@ def compose(directory: Path, *args: str, check: bool = True, capture: bool = Fal
     return result
 
 
-def container_name(service: str) -> str:
+def container_name(project: str, service: str) -> str:
     """Compose v1 and v2 both name the first replica <project>_<service>_1 or <project>-<service>-1."""
     for separator in ("-", "_"):
-        name = separator.join([PROJECT, service, "1"])
+        name = separator.join([project, service, "1"])
         if subprocess.run(["docker", "inspect", name], capture_output=True).returncode == 0:
             return name
-    return f"{PROJECT}-{service}-1"
+    return f"{project}-{service}-1"
+
+
+def _prometheus_port() -> int:
+    """PROMETHEUS_PORT if set, else 9090 when free (another testbed may hold it), else any free port."""
+    if "PROMETHEUS_PORT" in os.environ:
+        return int(os.environ["PROMETHEUS_PORT"])
+    return PROMETHEUS_PORT if port_free(PROMETHEUS_PORT) else free_ports(1)[0]
 
 
 def _image_exists(image: str) -> bool:
     return subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0
 
 
-def _labelled(*listing: str) -> list[str]:
-    """What `docker <listing>` prints for the objects that carry this project's Compose label."""
+def _labelled(project: str, *listing: str) -> list[str]:
+    """What `docker <listing>` prints for the objects that carry `project`'s Compose label."""
     listed = subprocess.run(
-        ["docker", *listing, "--filter", f"label=com.docker.compose.project={PROJECT}"], capture_output=True, text=True
+        ["docker", *listing, "--filter", f"label=com.docker.compose.project={project}"], capture_output=True, text=True
     )
     return listed.stdout.split() if listed.returncode == 0 else []
 
@@ -320,11 +345,15 @@ def _health(container: str) -> str:
 
 
 class DockerBackend(Backend):
+    """The Compose project of one state directory: its rendered files in `<state dir>/compose/`."""
+
     name = "docker"
     driver_is_this_host = False
 
-    def __init__(self, directory: Path = COMPOSE_DIR) -> None:
-        self.directory = directory
+    def __init__(self, state_dir: Path = DEFAULT_STATE_DIR) -> None:
+        super().__init__(state_dir)
+        self.directory = self.state_dir / COMPOSE_DIR
+        self.project = project_name(self.state_dir)
 
     @property
     def cluster_file(self) -> Path:
@@ -334,15 +363,19 @@ class DockerBackend(Backend):
     def driver_cluster_file(self) -> str:
         return CLUSTER_FILE_IN_CONTAINER
 
+    def container(self, service: str) -> str:
+        return container_name(self.project, service)
+
     def is_up(self) -> bool:
         """True while containers of the project exist (running or stopped)."""
-        return shutil.which("docker") is not None and bool(_labelled("ps", "-aq"))
+        return shutil.which("docker") is not None and bool(_labelled(self.project, "ps", "-aq"))
 
     def check(self, settings: UpSettings, shaped_links: bool = False) -> None:
         if settings.insecure_randomness:
             raise FLError("--insecure-randomness is for the local backend; the images carry the secure-random op")
         if not engine_answers():
             raise FLError("no Docker engine answers: start Docker, or use --backend local")
+        check_owners(settings.owners)
 
     def up(self, settings: UpSettings) -> Cluster:
         """Render the project, start every container, return once every healthcheck passes."""
@@ -360,17 +393,18 @@ class DockerBackend(Backend):
         tls = settings.tls is not False
         if not tls:
             print("links: PLAINTEXT (--no-tls): anyone on the players' network can read and place work on every player")
-        write_project(self.directory, settings.owners, dataset, grafana=grafana, tls=tls)
+        self.record()
+        write_project(self.directory, settings.owners, dataset, grafana=grafana, tls=tls, prometheus_port=_prometheus_port())
         Path("results").mkdir(exist_ok=True)
-        compose(self.directory, "up", "-d", "--remove-orphans")
+        compose(self.project, self.directory, "up", "-d", "--remove-orphans")
         self._wait_healthy()
         return Cluster.load(self.cluster_file)
 
     def _wait_healthy(self, timeout: float = HEALTHY_WITHIN_SECONDS) -> None:
-        services = _labelled("ps", "-a", "--format", '{{.Label "com.docker.compose.service"}}')
+        services = _labelled(self.project, "ps", "-a", "--format", '{{.Label "com.docker.compose.service"}}')
         deadline = time.monotonic() + timeout
         while True:
-            waiting = {service: _health(container_name(service)) for service in services}
+            waiting = {service: _health(self.container(service)) for service in services}
             waiting = {service: health for service, health in waiting.items() if health not in ("healthy", "running")}
             if not waiting:
                 return
@@ -383,12 +417,12 @@ class DockerBackend(Backend):
         cluster = Cluster.load(self.cluster_file)
         rows = []
         for player in cluster.players:
-            container = container_name(player.name)
+            container = self.container(player.name)
             health = _health(container)
             link = "plaintext"
             if cluster.mesh:
                 sidecar = sidecar_service(player.name)
-                link = f"mutual TLS via {sidecar} ({_health(container_name(sidecar))})"
+                link = f"mutual TLS via {sidecar} ({_health(self.container(sidecar))})"
             rows.append(
                 PlayerStatus(
                     player=player.name,
@@ -402,34 +436,46 @@ class DockerBackend(Backend):
             )
         return rows
 
-    def down(self) -> list[str]:
-        """Remove the containers, networks and volumes of the project; return the services that were there.
+    def down(self, volumes: bool = False) -> list[str]:
+        """Remove the project's containers and networks (and, with `volumes`, its volumes: shards, Prometheus's data).
 
-        Works without the rendered files too (a project started from another checkout, or
-        left behind by a killed run): whatever carries the project's label goes.
+        Works without the rendered files too (a killed `fl up`): whatever carries the project's label goes.
         """
-        services = sorted(set(_labelled("ps", "-a", "--format", '{{.Label "com.docker.compose.service"}}')))
+        services = sorted(set(_labelled(self.project, "ps", "-a", "--format", '{{.Label "com.docker.compose.service"}}')))
         if (self.directory / "compose.yaml").exists():
-            compose(self.directory, "down", "--volumes", "--remove-orphans")
-        for listing, removal in (
-            (("ps", "-aq"), ("rm", "-f")),
-            (("network", "ls", "-q"), ("network", "rm")),
-            (("volume", "ls", "-q"), ("volume", "rm")),
-        ):
-            leftovers = _labelled(*listing)
+            compose(self.project, self.directory, "down", "--remove-orphans", *(["--volumes"] if volumes else []))
+        removals = [(("ps", "-aq"), ("rm", "-f")), (("network", "ls", "-q"), ("network", "rm"))]
+        if volumes:
+            removals.append((("volume", "ls", "-q"), ("volume", "rm")))
+        for listing, removal in removals:
+            leftovers = _labelled(self.project, *listing)
             if leftovers and subprocess.run(["docker", *removal, *leftovers], capture_output=True).returncode != 0:
                 command = f"docker {' '.join(removal)} {' '.join(leftovers)}"
-                raise FLError(f"could not remove what project {PROJECT} left behind: run `{command}` and see why")
+                raise FLError(f"could not remove what project {self.project} left behind: run `{command}` and see why")
+        self.forget()
         return services
 
+    @property
+    def where(self) -> str:
+        return f"Compose project {self.project}, files in {self.directory}"
+
+    def logs(self, lines: int) -> str:
+        return compose(self.project, self.directory, "logs", "--tail", str(lines), capture=True).stdout
+
     def exec(self, argv: list[str], **popen: Any) -> subprocess.Popen:
-        return subprocess.Popen(["docker", "exec", container_name(DRIVER), *argv], **popen)
+        return subprocess.Popen(["docker", "exec", self.container(DRIVER), *argv], **popen)
+
+    def interrupt_driver(self) -> None:
+        """`docker exec` does not forward signals: send SIGINT to the pid in the driver's lock, inside the container."""
+        lock = driver_lock.lock_path(CLUSTER_FILE_IN_CONTAINER, directory="/tmp")
+        signal_it = f'pid=$(cat {lock} 2>/dev/null) && [ -n "$pid" ] && kill -INT "$pid"'
+        subprocess.run(["docker", "exec", self.container(DRIVER), "sh", "-c", signal_it], capture_output=True)
 
     def reload_sidecars(self, cluster: Cluster) -> list[str]:
         """HAProxy re-reads its certificates on SIGUSR2 (new connections use them; open ones finish on the old)."""
         reloaded = []
         for identity in cluster.mesh.sidecars.values():
-            container = container_name(identity)
+            container = self.container(identity)
             if _health(container) in ("healthy", "starting", "unhealthy"):
                 subprocess.run(["docker", "kill", "-s", "USR2", container], check=True, capture_output=True)
                 reloaded.append(identity)
@@ -439,7 +485,7 @@ class DockerBackend(Backend):
         """(container, address) of each player's interface on the players' network: where `fl bench` shapes traffic."""
         links = []
         for player in cluster.players:
-            container = container_name(sidecar_service(player.name) if cluster.mesh else player.name)
+            container = self.container(sidecar_service(player.name) if cluster.mesh else player.name)
             template = "{{range $name, $network := .NetworkSettings.Networks}}{{$name}}={{$network.IPAddress}} {{end}}"
             addresses = dict(entry.split("=", 1) for entry in _inspect(container, template) or [])
             address = next((ip for name, ip in addresses.items() if name.endswith(f"_{NETWORK}")), None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fl.backends import Backend, PlayerStatus, UpSettings
+from fl.backends import Backend, PlayerStatus, UpSettings, check_owners
 from fl.cluster import COMPUTE_SERVER, DATA_OWNER, DRIVER, MODEL_OWNER, SHARED_HOST, Cluster, MetricsEndpoints, Player, probe
 from fl.errors import FLError, PlayerUnreachableError
 from fl.metrics import prometheus
@@ -46,8 +47,12 @@ class StateDir:
     def log_file(self, name: str) -> Path:
         return self.root / "logs" / f"{name}.log"
 
+    @property
+    def players_dir(self) -> Path:
+        return self.root / "players"
+
     def player_dir(self, name: str) -> Path:
-        return self.root / "players" / name
+        return self.players_dir / name
 
     @property
     def driver_metrics_file(self) -> Path:
@@ -91,7 +96,7 @@ def up(owners: int, state: StateDir, insecure_randomness: bool = False, timeout:
         data_dir.mkdir(parents=True, exist_ok=True)
         players.append(Player(name, f"127.0.0.1:{port}", role, index, str(data_dir)))
     metrics_ports = ports[len(names) :]
-    prometheus_port = PROMETHEUS_PORT if _port_free(PROMETHEUS_PORT) else metrics_ports[-1]
+    prometheus_port = PROMETHEUS_PORT if port_free(PROMETHEUS_PORT) else metrics_ports[-1]
     exporters = {player.name: f"127.0.0.1:{port}" for player, port in zip(players, metrics_ports)}
     driver_exporter = f"127.0.0.1:{metrics_ports[len(names)]}"
     metrics = MetricsEndpoints(
@@ -137,7 +142,7 @@ def _spawn(command: list[str], state: StateDir, name: str, cwd: Path | None = No
     return process.pid
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
@@ -176,8 +181,8 @@ def status(state: StateDir) -> list[PlayerStatus]:
     ]
 
 
-def down(state: StateDir, grace: float = 5.0) -> list[str]:
-    """Stop every player process and remove the cluster file and pids."""
+def down(state: StateDir, grace: float = 5.0, volumes: bool = False) -> list[str]:
+    """Stop every player process and remove the cluster file and pids; with `volumes`, the players' files too."""
     pids = _read_pids(state)
     for pid in pids.values():
         _signal(pid, signal.SIGTERM)
@@ -188,6 +193,9 @@ def down(state: StateDir, grace: float = 5.0) -> list[str]:
         _signal(pid, signal.SIGKILL)
     for path in (state.pids_file, state.cluster_file):
         path.unlink(missing_ok=True)
+    if volumes:
+        for directory in (state.players_dir, state.prometheus_dir):
+            shutil.rmtree(directory, ignore_errors=True)
     return sorted(pids)
 
 
@@ -246,6 +254,7 @@ class LocalBackend(Backend):
     driver_is_this_host = True
 
     def __init__(self, state_dir: Path = DEFAULT_STATE_DIR) -> None:
+        super().__init__(state_dir)
         self.state = StateDir(state_dir)
 
     @property
@@ -267,20 +276,37 @@ class LocalBackend(Backend):
             )
         if shaped_links:
             raise FLError("network profiles need each player's own interface to shape (tc); use --backend docker")
+        check_owners(settings.owners)
 
     def up(self, settings: UpSettings) -> Cluster:
         self.check(settings)
+        self.record()
         return up(settings.owners, self.state, settings.insecure_randomness)
 
     def shaped_links(self, cluster: Cluster) -> list[tuple[str, str]]:
         self.check(UpSettings(), shaped_links=True)
         return []
 
-    def down(self) -> list[str]:
-        return down(self.state)
+    def down(self, volumes: bool = False) -> list[str]:
+        stopped = down(self.state, volumes=volumes)
+        self.forget()
+        return stopped
+
+    @property
+    def where(self) -> str:
+        return f"one process per player, state in {self.state.root}"
+
+    def logs(self, lines: int) -> str:
+        tails = []
+        for log in sorted((self.state.root / "logs").glob("*.log")):
+            tails += [f"==> {log.name} <==", *log.read_text(errors="replace").splitlines()[-lines:]]
+        return "\n".join(tails)
 
     def status(self) -> list[PlayerStatus]:
         return status(self.state)
+
+    def interrupt_driver(self) -> None:
+        """Nothing to pass on: the driver is the process the terminal's Ctrl-C reached."""
 
     def exec(self, argv: list[str], **popen: Any) -> subprocess.Popen:
         return subprocess.Popen(argv, **popen)

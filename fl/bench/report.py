@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from fl.bench.sweep import SweepResult
+from fl.results import write_atomically, write_json
 
 # Each framework's plaintext aggregation, the baseline its secure ones are divided by.
 PLAINTEXT = {"plaintext", "flower-fedavg"}
@@ -120,13 +120,14 @@ def write(result: SweepResult, settings: dict, directory: Path) -> dict[str, Pat
     rows = with_ratios(result.rows)
     outputs = {"json": directory / "bench.json", "markdown": directory / "bench.md"}
     document = {"settings": settings, "results": rows, "unavailable_peers": result.unavailable_peers}
-    outputs["json"].write_text(json.dumps(document, indent=2) + "\n")
-    outputs["markdown"].write_text(
+    write_json(outputs["json"], document)
+    write_atomically(
+        outputs["markdown"],
         "# Secure aggregation vs plaintext\n\nOne aggregation round on updates already on the owners; "
         "latency over repeated rounds after warm-up. Minimum: the update once, in the protocol's encoding.\n\n"
         + markdown(rows)
         + "\n"
-        + peers_section(result, list(settings.get("peers", ())))
+        + peers_section(result, list(settings.get("peers", ()))),
     )
     for path in plot(rows, directory):
         outputs[path.stem] = path

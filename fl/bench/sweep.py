@@ -67,7 +67,7 @@ def run(settings: SweepSettings, verbose: int = 1) -> SweepResult:
     """Every measurement of the sweep, with a Keras progress bar."""
     backend = backends.named(settings.backend, Path(tempfile.gettempdir()))
     for tls in settings.tls or (None,):  # before any cluster starts
-        backend.check(UpSettings(tls=tls), shaped_links=settings.profiles != ("lan",))
+        backend.check(UpSettings(max(settings.owners), tls=tls), shaped_links=settings.profiles != ("lan",))
     unknown = [name for name in settings.profiles if name not in PROFILES]
     if unknown:
         raise FLError(f"unknown network profile(s) {', '.join(unknown)}; choose from {', '.join(PROFILES)}")
@@ -112,8 +112,6 @@ def _rows(owners: int, settings: SweepSettings):
     with tempfile.TemporaryDirectory(prefix=f"fl-bench-{owners}-") as state_dir:
         backend = backends.named(settings.backend, Path(state_dir))
         for tls in settings.tls or (None,):
-            if backend.is_up():
-                backend.down()  # the Compose testbed is one per machine
             cluster = backend.up(UpSettings(owners, tls=tls))
             try:
                 links = backend.shaped_links(cluster) if settings.profiles != ("lan",) else []
@@ -123,7 +121,7 @@ def _rows(owners: int, settings: SweepSettings):
                     for row in _measure(backend, settings):
                         yield {**row, "profile": name}
             finally:
-                backend.down()
+                backend.down(volumes=True)  # its state directory goes with it
 
 
 def _measure(backend: Backend, settings: SweepSettings):

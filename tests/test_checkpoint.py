@@ -1,0 +1,84 @@
+"""Checkpoints on the model owner, and a run that resumes where an interrupted one stopped."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import fl
+from fl.checkpoint import ModelOwnerCheckpoints
+from fl.errors import FLError
+from fl.train import TrainSettings, build_classifier, make_aggregation, train
+
+
+def model_on_the_model_owner(cluster):
+    with fl.FederatedLearning(cluster.model_owner, make_aggregation("plaintext", cluster)):
+        return build_classifier(64, 10, hidden_units=64, learning_rate=0.3)
+
+
+def completed_rounds(directory: Path) -> int:
+    rounds = [0]
+    for manifest in directory.glob("manifest-*.json"):
+        try:
+            rounds.append(json.loads(manifest.read_text())["completed_rounds"])
+        except (ValueError, KeyError):
+            pass
+    return max(rounds)
+
+
+def test_each_round_is_checkpointed_on_the_model_owner_and_a_torn_checkpoint_is_passed_over(cluster_state, cluster):
+    train(str(cluster_state.cluster_file), TrainSettings(epochs=3, verbose=0))
+    directory = Path(cluster.model_owner.data_dir) / "checkpoints"  # the model owner's own storage
+    assert sorted(p.name for p in directory.iterdir()) == ["manifest-a.json", "manifest-b.json", "weights-a.bin", "weights-b.bin"]
+    checkpoints = ModelOwnerCheckpoints(cluster.model_owner, model_on_the_model_owner(cluster))
+    latest = checkpoints.latest()
+    assert latest.completed_rounds == 3 and latest.settings["learning_rate"] == 0.3 and "epochs" not in latest.settings
+    (directory / f"manifest-{latest.slot}.json").write_text('{"completed_rou')  # a crash in the middle of the write
+    older = checkpoints.latest()
+    assert older.completed_rounds == 2
+    (directory / f"weights-{older.slot}.bin").write_bytes(b"torn")
+    assert checkpoints.latest() is None
+
+
+def test_an_interrupted_run_says_so_and_its_resumption_ends_where_an_uninterrupted_run_does(cluster_state, cluster, tmp_path):
+    config = str(cluster_state.cluster_file)
+    uninterrupted = train(config, TrainSettings(epochs=6, verbose=0))
+    command = [sys.executable, "-m", "fl", "train", "--config", config, "--state-dir", str(tmp_path), "--epochs", "6"]
+    directory = Path(cluster.model_owner.data_dir) / "checkpoints"
+    for manifest in directory.glob("manifest-*.json"):
+        manifest.write_text("")  # what the next run clears when it begins; cleared here, so the wait below sees its rounds
+    first = subprocess.Popen([*command, "--json", str(tmp_path / "first.json")], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while completed_rounds(directory) < 2:
+        assert time.monotonic() < deadline and first.poll() is None, "the first run did not get to round 2"
+        time.sleep(0.02)
+    first.send_signal(signal.SIGTERM)
+    _, stderr = first.communicate(timeout=60)
+    assert first.returncode == 130 and stderr.strip().splitlines()[-1] == "fl train: interrupted", stderr[-1500:]
+    interrupted = json.loads((tmp_path / "first.json").read_text())
+    assert interrupted["status"] == "interrupted" and 2 <= interrupted["completed_rounds"] < 6
+    resumed = subprocess.run([*command, "--resume", "--json", str(tmp_path / "resumed.json")], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-1500:]
+    assert f"resuming after round {interrupted['completed_rounds'] - 1}" in resumed.stdout
+    summary = json.loads((tmp_path / "resumed.json").read_text())
+    assert summary["status"] == "completed" and summary["resumed_from_round"] == interrupted["completed_rounds"]
+    assert summary["rounds"] == 6 - interrupted["completed_rounds"]
+    assert summary["test_accuracy"] == pytest.approx(uninterrupted["test_accuracy"], abs=1e-9)
+    assert summary["test_loss"] == pytest.approx(uninterrupted["test_loss"], rel=1e-5)
+
+
+def test_resume_refuses_other_settings_and_a_missing_checkpoint(cluster_state, cluster, tmp_path):
+    config = str(cluster_state.cluster_file)
+    train(config, TrainSettings(epochs=1, verbose=0))
+    with pytest.raises(
+        FLError, match=r"--resume: the checkpoint of round 1 was written with learning_rate=0.3 \(this run: 0.1\)"
+    ):
+        train(config, TrainSettings(epochs=2, learning_rate=0.1, verbose=0, resume=True))
+    for manifest in (Path(cluster.model_owner.data_dir) / "checkpoints").glob("manifest-*.json"):
+        manifest.write_text("")
+    with pytest.raises(FLError, match="--resume: no checkpoint on model-owner"):
+        train(config, TrainSettings(epochs=2, verbose=0, resume=True))
