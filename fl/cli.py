@@ -61,10 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     _insecure_flag(up)
     up.set_defaults(run=_up)
 
-    certs = commands.add_parser("certs", help="show the cluster's certificates; --rotate issues a new CA and new keys")
+    certs = _cluster_command(commands, "certs", _certs, "show the cluster's certificates; --rotate issues a new CA and keys")
     certs.add_argument("--rotate", action="store_true", help="new CA, key and certificate for everyone; reloads running sidecars")
-    _state_flag(certs)
-    certs.set_defaults(run=_certs)
 
     render = commands.add_parser("render", help="write the docker backend's Compose project without starting it")
     render.add_argument("--owners", type=int, default=DEFAULT_OWNERS)
@@ -73,19 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True, help="mutual TLS through sidecars")
     render.set_defaults(run=_render)
 
-    status = commands.add_parser("status", help="show each player of the state directory's cluster")
-    _state_flag(status)
-    status.set_defaults(run=_status)
-
-    down = commands.add_parser("down", help="stop the state directory's cluster (its stored data stays)")
+    _cluster_command(commands, "status", _status, "show each player of the state directory's cluster")
+    down = _cluster_command(commands, "down", _down, "stop the state directory's cluster (its stored data stays)")
     down.add_argument("--volumes", action="store_true", help="also remove the owners' shards and Prometheus's history")
-    _state_flag(down)
-    down.set_defaults(run=_down)
-
-    logs = commands.add_parser("logs", help="the last lines of every player's log")
+    logs = _cluster_command(commands, "logs", _logs, "the last lines of every player's log")
     logs.add_argument("--lines", type=int, default=20)
-    _state_flag(logs)
-    logs.set_defaults(run=_logs)
 
     split = commands.add_parser("split", help="SIMULATION ONLY: split a data set among the data owners")
     split.add_argument("--dataset", default="digits", help="digits (offline), mnist (download) or npz:PATH")
@@ -138,6 +128,14 @@ def _parser() -> argparse.ArgumentParser:
     _insecure_flag(train)
     train.set_defaults(run=_train)
     return parser
+
+
+def _cluster_command(commands, name: str, run, text: str) -> argparse.ArgumentParser:
+    """A command on the cluster of a state directory."""
+    command = commands.add_parser(name, help=text)
+    _state_flag(command)
+    command.set_defaults(run=run)
+    return command
 
 
 def _state_flag(command: argparse.ArgumentParser) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import tensorflow as tf
 
@@ -42,17 +43,10 @@ class TrainSettings:
 RUN_ONLY_SETTINGS = ("epochs", "verbose", "resume")
 
 
-def make_aggregation(
-    name: str,
-    cluster: Cluster,
-    value_range: float = 32.0,
-    out_of_range: str = "clip",
-    max_clipped_fraction: float = DEFAULT_MAX_CLIPPED_FRACTION,
-) -> Aggregation:
-    """The named aggregation, wired to this cluster's players."""
+def make_aggregation(name: str, cluster: Cluster, **bounds: Any) -> Aggregation:
+    """The named aggregation, wired to this cluster's players; `bounds` are its range policy (fl/aggregation/base.py)."""
     cluster.require_protocol(name)
     receiver = cluster.model_owner
-    bounds = {"value_range": value_range, "out_of_range": out_of_range, "max_clipped_fraction": max_clipped_fraction}
     if name == "additive":
         return AdditiveSecureAverage(cluster.data_owners, receiver, **bounds)
     if name == "pond":
@@ -84,7 +78,11 @@ def train(cluster_file: str, settings: TrainSettings, json_path: str | None = No
     if settings.aggregation not in AGGREGATIONS:
         raise FLError(f"unknown aggregation {settings.aggregation!r}; use one of {', '.join(AGGREGATIONS)}")
     aggregation = make_aggregation(
-        settings.aggregation, cluster, settings.value_range, settings.out_of_range, settings.max_clipped_fraction
+        settings.aggregation,
+        cluster,
+        value_range=settings.value_range,
+        out_of_range=settings.out_of_range,
+        max_clipped_fraction=settings.max_clipped_fraction,
     )
     train_data, test_data = owner_sources(cluster)
     meta = cluster.dataset
