@@ -38,6 +38,15 @@ class TrainSettings:
     verbose: int = 1
     resume: bool = False
 
+    @property
+    def bounds(self) -> dict[str, Any]:
+        """The aggregation's range policy."""
+        return {
+            "value_range": self.value_range,
+            "out_of_range": self.out_of_range,
+            "max_clipped_fraction": self.max_clipped_fraction,
+        }
+
 
 # how a run is carried out, not what it computes: a resumed run may change them
 RUN_ONLY_SETTINGS = ("epochs", "verbose", "resume")
@@ -77,13 +86,7 @@ def train(cluster_file: str, settings: TrainSettings, json_path: str | None = No
     cluster = connect(cluster_file, insecure_randomness=insecure_randomness)
     if settings.aggregation not in AGGREGATIONS:
         raise FLError(f"unknown aggregation {settings.aggregation!r}; use one of {', '.join(AGGREGATIONS)}")
-    aggregation = make_aggregation(
-        settings.aggregation,
-        cluster,
-        value_range=settings.value_range,
-        out_of_range=settings.out_of_range,
-        max_clipped_fraction=settings.max_clipped_fraction,
-    )
+    aggregation = make_aggregation(settings.aggregation, cluster, **settings.bounds)
     train_data, test_data = owner_sources(cluster)
     meta = cluster.dataset
     tf.keras.utils.set_random_seed(settings.seed)
