@@ -67,6 +67,7 @@ class FederatedLearning:
         self.seed = seed
         self.round_results: list[RoundResult] = []  # this process's rounds
         self.completed_rounds = 0  # the model's rounds, a resumed run's earlier ones included
+        self._resumed_rounds = 0  # rounds the next fit skips: done before a checkpoint was restored
         self.round_listeners = list(round_listeners)
         self._scope = None
         self._trainers: dict[tuple[int, OwnerData], OwnerTrainer] = {}
@@ -134,7 +135,7 @@ class FederatedLearning:
     ) -> tf.keras.callbacks.History:
         """Federated training: `epochs` x `rounds_per_epoch` rounds over the owners' own data.
 
-        As in Keras, `initial_epoch` resumes a run; rounds the model has already completed are skipped.
+        As in Keras, `initial_epoch` resumes a run; after `resume_from`, the rounds of that epoch done before are skipped.
         """
         sources = self._data_sources(x)
         if self._refresh_needed:  # the last fit failed: players may have restarted since
@@ -155,12 +156,13 @@ class FederatedLearning:
             steps=rounds_per_epoch,
         )
         model.stop_training = False
+        skipped, self._resumed_rounds = max(self._resumed_rounds - initial_epoch * rounds_per_epoch, 0), 0
         callback_list.on_train_begin()
         logs: dict[str, float] = {}
         for epoch in range(initial_epoch, epochs):
             callback_list.on_epoch_begin(epoch)
             for step in range(rounds_per_epoch):
-                if epoch * rounds_per_epoch + step < self.completed_rounds:
+                if epoch == initial_epoch and step < skipped:
                     continue
                 callback_list.on_train_batch_begin(step)
                 result = self._run_round(runner)
@@ -175,6 +177,10 @@ class FederatedLearning:
         callback_list.on_train_end(logs)
         self._refresh_needed = False
         return model.history
+
+    def resume_from(self, completed_rounds: int) -> None:
+        """The model's weights are those after `completed_rounds` rounds (a restored checkpoint): go on from there."""
+        self.completed_rounds = self._resumed_rounds = completed_rounds
 
     def _run_round(self, runner: RoundRunner) -> RoundResult:
         index = self.completed_rounds

@@ -159,7 +159,7 @@ def _resume(checkpoints: ModelOwnerCheckpoints, recorded: dict, federated: Feder
         )
     check_resumable(latest, recorded)
     checkpoints.restore(latest)
-    federated.completed_rounds = latest.completed_rounds
+    federated.resume_from(latest.completed_rounds)
     print(f"resuming after round {latest.completed_rounds - 1}: the checkpoint on {checkpoints.model_owner.name}")
     return latest.completed_rounds
 

@@ -197,3 +197,12 @@ def test_owners_with_different_model_shapes_fail_the_round_and_leave_weights_unc
         runner.run(0)
     for old, new in zip(before, model.weights):
         np.testing.assert_array_equal(old, new.numpy())
+
+
+def test_each_fit_call_trains_its_own_epochs_as_in_keras(cluster):
+    train_data, _ = fl.owner_sources(cluster)
+    federated, model = federated_model(cluster, aggregation="plaintext")
+    model.fit(train_data, epochs=1, verbose=0)
+    history = model.fit(train_data, epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2
+    assert [r.index for r in federated.round_results] == [0, 1, 2] and federated.completed_rounds == 3
