@@ -112,8 +112,8 @@ def _rows(owners: int, settings: SweepSettings):
     with tempfile.TemporaryDirectory(prefix=f"fl-bench-{owners}-") as state_dir:
         backend = backends.named(settings.backend, Path(state_dir))
         for tls in settings.tls or (None,):
-            cluster = backend.up(UpSettings(owners, tls=tls))
-            try:
+            try:  # a cluster that fails to come up is removed too
+                cluster = backend.up(UpSettings(owners, tls=tls))
                 links = backend.shaped_links(cluster) if settings.profiles != ("lan",) else []
                 for name in settings.profiles:
                     for container, address in links:
