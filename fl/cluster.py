@@ -287,8 +287,17 @@ def probe(player: Player, timeout: float = 2.0) -> bool:
             return False
 
 
+def unreachable(players: list[Player], timeout: float = 2.0) -> list[Player]:
+    """The players that do not answer a probe, all probed at once (a hung player costs `timeout`, once)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max(len(players), 1)) as pool:
+        answers = list(pool.map(lambda player: probe(player, timeout), players))
+    return [player for player, answered in zip(players, answers) if not answered]
+
+
 def require_reachable(players: list[Player], timeout: float = 2.0) -> None:
-    down = [p for p in players if not probe(p, timeout)]
+    down = unreachable(players, timeout)
     if down:
         names = ", ".join(f"{p.name} ({p.address})" for p in down)
         raise PlayerUnreachableError(f"player(s) not answering: {names}; check `fl status` and restart them (`fl up`)")

@@ -9,7 +9,6 @@ owner's weights exactly as they were.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -17,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from fl.aggregation.base import Aggregation
-from fl.cluster import Cluster, Player, require_reachable
+from fl.cluster import Cluster, Player, require_reachable, unreachable
 from fl.errors import FLError, RoundFailedError
 from fl.local_training import OwnerTrainer, TrainingSpec
 from fl.phases import PhaseClock
@@ -77,7 +76,7 @@ class RoundRunner:
             return self._run(index)
         except tf.errors.OpError as error:
             raise RoundFailedError(
-                f"round {index} failed on {self._culprit(error)}: {_first_line(error.message)}; "
+                f"round {index} failed: {self._culprits()} ({_first_line(error.message)}); "
                 "the model owner's weights are unchanged"
             ) from None
         except FLError as error:
@@ -115,13 +114,12 @@ class RoundRunner:
             expected_bytes=self.aggregation.expected_bytes(list(self.trainers), self.update_size),
         )
 
-    def _culprit(self, error: tf.errors.OpError) -> str:
-        match = re.search(r"/job:\w+/replica:\d+/task:(\d+)", error.message or "")
-        if match:
-            for player in self.cluster.players:
-                if player.index == int(match.group(1)):
-                    return f"player {player.name}"
-        return "an unidentified player"
+    def _culprits(self) -> str:
+        """Who does not answer now, asked of every player rather than guessed from TF's message."""
+        silent = unreachable(self.players)
+        if silent:
+            return "not answering: " + ", ".join(player.name for player in silent)
+        return "every player answers a status probe"
 
 
 def _first_line(message: str) -> str:

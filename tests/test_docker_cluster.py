@@ -265,3 +265,27 @@ def test_ctrl_c_on_the_host_stops_training_in_the_driver_and_a_second_driver_is_
     assert host.returncode == 130, stderr[-1500:]
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "fl train: interrupted", stderr[-1500:]
     assert [line for line in driver_processes(engine) if "fl train" in line] == []
+
+
+def test_a_compute_server_killed_during_pond_training_is_named_then_restarts(compose_cluster, engine):
+    """The issue's `docker kill server1` during a pond run: the error names server1 (probed, not parsed from TF)."""
+    fl_command = [str(REPO / ".venv" / "bin" / "fl"), "train", "--state-dir", str(STATE_DIR), "--aggregation", "pond"]
+    host = subprocess.Popen([*fl_command, "--epochs", "500"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = container(engine, "server1")
+    try:
+        time.sleep(25)  # connected and into its rounds
+        assert host.poll() is None, host.communicate()[1][-1500:]
+        victim.kill()
+        killed_at = time.monotonic()
+        _, stderr = host.communicate(timeout=120)
+        failed_within = time.monotonic() - killed_at
+    finally:
+        if host.poll() is None:
+            host.kill()
+        victim.start()
+        wait_healthy(victim)
+    assert host.returncode == 2, stderr[-1500:]
+    last = stderr.strip().splitlines()[-1]
+    assert "not answering: server1" in last and "unidentified" not in stderr, last
+    assert "the model owner's weights are unchanged" in last or last.startswith("fl train: error: player(s)"), last
+    assert failed_within < 30
