@@ -18,7 +18,7 @@ from typing import Any
 import tensorflow as tf
 
 from fl.cluster import Player
-from fl.errors import FLError
+from fl.errors import FLError, first_line
 
 SLOTS = ("a", "b")
 DIRECTORY = "checkpoints"
@@ -50,10 +50,8 @@ class ModelOwnerCheckpoints:
         slot = SLOTS[completed_rounds % len(SLOTS)]
         with tf.device(self.model_owner.device_name):
             blob = tf.io.serialize_tensor(tf.stack([tf.io.serialize_tensor(weights) for weights in self.model.weights]))
-            fingerprint = tf.strings.to_hash_bucket_fast(blob, FINGERPRINT_BUCKETS)
             tf.io.write_file(self._path(slot, "weights"), blob)
-        manifest = {"completed_rounds": completed_rounds, "settings": settings, "fingerprint": int(fingerprint)}
-        with tf.device(self.model_owner.device_name):
+            manifest = {"completed_rounds": completed_rounds, "settings": settings, "fingerprint": _fingerprint(blob)}
             tf.io.write_file(self._path(slot, "manifest"), tf.constant(json.dumps(manifest)))
 
     def clear(self) -> None:
@@ -102,10 +100,14 @@ class ModelOwnerCheckpoints:
     def _weights_fingerprint(self, slot: str) -> int | None:
         try:
             with tf.device(self.model_owner.device_name):
-                blob = tf.io.read_file(self._path(slot, "weights"))
-                return int(tf.strings.to_hash_bucket_fast(blob, FINGERPRINT_BUCKETS))
+                return _fingerprint(tf.io.read_file(self._path(slot, "weights")))
         except tf.errors.NotFoundError:
             return None
+
+
+def _fingerprint(blob: tf.Tensor) -> int:
+    """Computed where `blob` is (the model owner): only this number leaves it."""
+    return int(tf.strings.to_hash_bucket_fast(blob, FINGERPRINT_BUCKETS))
 
 
 class CheckpointEachRound:
@@ -121,7 +123,7 @@ class CheckpointEachRound:
         except tf.errors.OpError as error:
             raise FLError(
                 f"round {result.index} completed but its checkpoint on {self.checkpoints.model_owner.name} failed: "
-                f"{(error.message or '').strip().splitlines()[0][:200]}"
+                f"{first_line(error.message)}"
             ) from None
 
     def round_failed(self, index: int, error: FLError) -> None:

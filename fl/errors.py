@@ -1,5 +1,13 @@
 """The errors users see: each says what is wrong and how to fix it, in one line."""
 
+from __future__ import annotations
+
+
+def first_line(message: str | None) -> str:
+    """The first line of an underlying (e.g. TensorFlow) message, short enough to quote in a one-line error."""
+    lines = (message or "").strip().splitlines()
+    return lines[0][:300] if lines else "unknown error"
+
 
 class FLError(Exception):
     """Base class of every error FL Testbed raises on purpose."""

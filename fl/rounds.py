@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from fl.aggregation.base import Aggregation
 from fl.cluster import Cluster, Player, require_reachable, unreachable
-from fl.errors import FLError, RoundFailedError
+from fl.errors import FLError, RoundFailedError, first_line
 from fl.local_training import OwnerTrainer, TrainingSpec
 from fl.phases import PhaseClock
 
@@ -76,8 +76,7 @@ class RoundRunner:
             return self._run(index)
         except tf.errors.OpError as error:
             raise RoundFailedError(
-                f"round {index} failed: {self._culprits()} ({_first_line(error.message)}); "
-                "the model owner's weights are unchanged"
+                f"round {index} failed: {self._culprits()} ({first_line(error.message)}); the model owner's weights are unchanged"
             ) from None
         except FLError as error:
             raise RoundFailedError(f"round {index} refused: {error}; the model owner's weights are unchanged") from None
@@ -120,7 +119,3 @@ class RoundRunner:
         if silent:
             return "not answering: " + ", ".join(player.name for player in silent)
         return "every player answers a status probe"
-
-
-def _first_line(message: str) -> str:
-    return (message or "").strip().splitlines()[0][:300] if message else "unknown error"

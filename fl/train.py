@@ -134,7 +134,7 @@ def train(cluster_file: str, settings: TrainSettings, json_path: str | None = No
         test_loss, test_accuracy = model.evaluate(test_data, verbose=settings.verbose)
     except (KeyboardInterrupt, FLError) as stopped:
         status = "interrupted" if isinstance(stopped, KeyboardInterrupt) else "failed"
-        summary.update(status=status, error=str(stopped) or None, **_round_summary(federated.round_results))
+        summary.update(status=status, error=str(stopped) or None, **_round_summary(federated))
         if json_path:
             write_json(json_path, summary)
         raise
@@ -144,7 +144,7 @@ def train(cluster_file: str, settings: TrainSettings, json_path: str | None = No
         test_accuracy=test_accuracy,
         test_loss=test_loss,
         history={key: [float(v) for v in values] for key, values in history.history.items()},
-        **_round_summary(federated.round_results),
+        **_round_summary(federated),
     )
     if json_path:
         write_json(json_path, summary)
@@ -164,13 +164,14 @@ def _resume(checkpoints: ModelOwnerCheckpoints, recorded: dict, federated: Feder
     return latest.completed_rounds
 
 
-def _round_summary(rounds: list) -> dict:
-    """This process's rounds (a resumed run's earlier rounds are in the first run's JSON)."""
+def _round_summary(federated: FederatedLearning) -> dict:
+    """The model's completed rounds, and this process's rounds (a resumed run's earlier ones are in the first JSON)."""
+    rounds = federated.round_results
     if not rounds:
-        return {"rounds": 0, "completed_rounds": 0}
+        return {"rounds": 0, "completed_rounds": federated.completed_rounds}
     return {
         "rounds": len(rounds),
-        "completed_rounds": rounds[-1].index + 1,
+        "completed_rounds": federated.completed_rounds,
         "round_seconds": [r.seconds for r in rounds],
         "mean_round_seconds": statistics.fmean(r.seconds for r in rounds),
         "phase_seconds": {phase: statistics.fmean(r.phase_seconds[phase] for r in rounds) for phase in rounds[0].phase_seconds},

@@ -400,8 +400,12 @@ class DockerBackend(Backend):
         self._wait_healthy()
         return Cluster.load(self.cluster_file)
 
+    def _services(self) -> list[str]:
+        """The Compose services of the project that have a container, running or not."""
+        return sorted(set(_labelled(self.project, "ps", "-a", "--format", '{{.Label "com.docker.compose.service"}}')))
+
     def _wait_healthy(self, timeout: float = HEALTHY_WITHIN_SECONDS) -> None:
-        services = _labelled(self.project, "ps", "-a", "--format", '{{.Label "com.docker.compose.service"}}')
+        services = self._services()
         deadline = time.monotonic() + timeout
         while True:
             waiting = {service: _health(self.container(service)) for service in services}
@@ -441,7 +445,7 @@ class DockerBackend(Backend):
 
         Works without the rendered files too (a killed `fl up`): whatever carries the project's label goes.
         """
-        services = sorted(set(_labelled(self.project, "ps", "-a", "--format", '{{.Label "com.docker.compose.service"}}')))
+        services = self._services()
         if (self.directory / "compose.yaml").exists():
             compose(self.project, self.directory, "down", "--remove-orphans", *(["--volumes"] if volumes else []))
         removals = [(("ps", "-aq"), ("rm", "-f")), (("network", "ls", "-q"), ("network", "rm"))]
