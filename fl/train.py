@@ -111,7 +111,8 @@ def train(cluster_file: str, settings: TrainSettings, json_path: str | None = No
         resumed_from = 0
     federated.round_listeners.append(CheckpointEachRound(checkpoints, recorded))
     if settings.verbose:
-        print(f"training on {len(train_data)} data owners with {aggregation!r} ({cluster.backend} backend)")
+        encoding = aggregation.describe()
+        print(f"training on {len(train_data)} data owners with {aggregation!r}, {encoding} ({cluster.backend} backend)")
     summary = {
         "status": "running",
         "aggregation": settings.aggregation,
@@ -119,6 +120,7 @@ def train(cluster_file: str, settings: TrainSettings, json_path: str | None = No
         "data_owners": len(train_data),
         "dataset": meta.name,
         "links": cluster.links,
+        "encoding": aggregation.describe(),
         "resumed_from_round": resumed_from,
         "model_parameters": sum(v.shape.num_elements() for v in model.weights),
         "settings": asdict(settings),
@@ -175,6 +177,9 @@ def _round_summary(federated: FederatedLearning) -> dict:
         "round_seconds": [r.seconds for r in rounds],
         "mean_round_seconds": statistics.fmean(r.seconds for r in rounds),
         "phase_seconds": {phase: statistics.fmean(r.phase_seconds[phase] for r in rounds) for phase in rounds[0].phase_seconds},
+        "owner_training_seconds": {
+            owner: statistics.fmean(r.owner_training_seconds[owner] for r in rounds) for owner in rounds[0].owner_training_seconds
+        },
         "clipped_values": sum(sum(r.clipped.values()) for r in rounds),
         "expected_sent_bytes_per_round": rounds[-1].expected_bytes,
     }

@@ -27,8 +27,11 @@ def test_tiny_sweep_writes_json_table_and_plots_and_says_why_a_peer_did_not_run(
         assert row["wire_bytes_per_owner"] is None  # the local backend shares the host's interfaces
     assert all(r["latency_vs_plaintext"] == 1.0 for r in results if r["aggregation"] == "plaintext")
     additive = next(r for r in results if r["aggregation"] == "additive" and r["size"] == 20_000)
-    assert additive["protocol_bytes_per_owner"] == 8 * 20_000 + 2 * 32  # one ring vector and two seeds
+    # its partial sum in a 32-bit ring and two seeds: plaintext's 4 bytes a parameter
+    assert additive["protocol_bytes_per_owner"] == 4 * 20_000 + 2 * 32
+    assert additive["plaintext_bytes_per_owner"] == 4 * 20_000
     table = outputs["markdown"].read_text()
+    assert "| 4,000,064 | 1.00x |" not in table and "| 80,064 | 1.00x |" in table
     assert table.count("| fl-testbed | additive |") == 2 and table.count("| fl-testbed | plaintext |") == 2
     assert f"**flower**: did not run: Flower is not installed: {tmp_path / 'no-flower-here'} is missing" in table
     for name in ("latency_vs_size", "bytes_vs_owners"):
@@ -79,6 +82,13 @@ def test_tls_cost_divides_each_mutual_tls_row_by_the_same_measurement_over_plain
         ("plaintext", "mutual_tls"): (1.0, 4.2 / 4.0),
         ("additive", "mutual_tls"): (6.6 / 4.2, 6.6 / 6.0),
     }
+
+
+def test_a_rate_limited_profile_gets_a_link_limit_row_of_one_float32_upload():
+    row = {"framework": "fl-testbed", "profile": "10mbit", "owners": 3, "size": 10**6, "aggregation": "additive"}
+    assert report.link_limits([row, {**row, "aggregation": "plaintext"}, {**row, "profile": "lan"}]) == [
+        {"profile": "10mbit", "owners": 3, "size": 10**6, "rate_mbit": 10.0, "seconds": 3.2}
+    ]
 
 
 @pytest.mark.parametrize(

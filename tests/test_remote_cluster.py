@@ -1,5 +1,6 @@
 """Against a real cluster: one TF server process per player, this process as the driver."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from fl import secure_random
 from fl.aggregation import fixedpoint
 from fl.data.sources import OwnerData
 from fl.errors import LocalityError, RangeError, RoundFailedError, UpdateMismatchError
+from fl.rounds import CompiledAverage, Report
 from fl.train import build_classifier, make_aggregation
 
 # pond and aby3: 16 fractional bits, cut toward zero once on the owner (tfe's encoding, off by
@@ -35,16 +37,24 @@ def test_seed_made_on_a_data_owner_is_made_on_its_device(cluster):
     assert mask.device == owner.device_name
 
 
+def average(cluster, name: str, updates: dict, metric_count: int = 0, **bounds) -> tuple[CompiledAverage, Report]:
+    """One compiled average, the path a round takes."""
+    size = int(updates[cluster.data_owners[0]].shape[0])
+    compiled = CompiledAverage(make_aggregation(name, cluster, **bounds), cluster.data_owners, size, metric_count)
+    return compiled, compiled(updates)
+
+
 @pytest.mark.parametrize("protocol", ["additive", "pond", "aby3"])
 def test_secure_average_equals_plaintext_average(cluster, protocol):
     updates = owner_updates(cluster)
-    plaintext = make_aggregation("plaintext", cluster)
-    expected = plaintext.aggregate(updates).numpy()
+    plaintext, report = average(cluster, "plaintext", updates)
+    expected = plaintext.mean.numpy()
+    assert report.accepted
     np.testing.assert_allclose(expected, np.mean([u.numpy() for u in updates.values()], axis=0), atol=1e-6)
-    aggregation = make_aggregation(protocol, cluster)
-    average = aggregation.aggregate(aggregation.bound(updates).updates)
-    assert average.device == cluster.model_owner.device_name
-    np.testing.assert_allclose(average.numpy(), expected, atol=TOLERANCE[protocol])
+    secure, report = average(cluster, protocol, updates)
+    assert report.accepted and secure.mean.device == cluster.model_owner.device_name
+    np.testing.assert_allclose(secure.mean.numpy(), expected, atol=TOLERANCE[protocol])
+    assert report.stage_ends["sharing"] <= report.stage_ends["aggregation"] <= report.stage_ends["reveal"]
 
 
 @pytest.mark.parametrize(("protocol", "seeds", "vectors"), [("pond", 1, 1), ("aby3", 4, 2)])
@@ -56,20 +66,31 @@ def test_tfe_protocol_owners_send_seeds_and_64_bit_shares(cluster, protocol, see
 
 def test_additive_shares_are_seeds_expanded_on_their_holders_and_look_random(cluster):
     aggregation = make_aggregation("additive", cluster)
+    assert aggregation.ring == fixedpoint.Ring(32, 24)  # ±32 over 3 owners: 4 bytes a value, as plaintext
+    # two seeds, and its partial sum to the receiver: 4 bytes a value
+    assert aggregation.expected_bytes(cluster.data_owners, 1000)["data-owner-0"] == 2 * 32 + 4 * 1000
     owner = cluster.data_owners[0]
     update = owner_updates(cluster, size=4000)[owner]
-    shares = aggregation.share(owner, update)
+    shares = aggregation.share_update(owner, update)
     assert {player.name for player in shares} == {p.name for p in cluster.data_owners}
     with tf.device(owner.device_name):
-        encoded = fixedpoint.encode(update, aggregation.fractional_bits).numpy()
+        encoded = aggregation.ring.encode(update).numpy()
     for holder, share in shares.items():
-        assert share.device == holder.device_name
+        assert share.device == holder.device_name and share.dtype == tf.int32
         if holder != owner:
             values = share.numpy()
             assert not np.array_equal(values, encoded)
             assert 0.45 < np.mean(values < 0) < 0.55  # top bit of a uniform ring element is a fair coin
-    total = np.sum([s.numpy() for s in shares.values()], axis=0)  # wraps modulo 2^64 like the ring
+    total = np.sum([s.numpy() for s in shares.values()], axis=0, dtype=np.int32)  # wraps modulo 2^32 like the ring
     np.testing.assert_array_equal(total, encoded)
+
+
+def test_a_wide_range_falls_back_to_a_64_bit_ring_and_still_averages(cluster):
+    updates = owner_updates(cluster, scale=500.0)
+    compiled, report = average(cluster, "additive", updates, value_range=1000.0)
+    assert compiled.aggregation.ring == fixedpoint.Ring(64, 24) and report.accepted
+    expected = np.mean([u.numpy() for u in updates.values()], axis=0)
+    np.testing.assert_allclose(compiled.mean.numpy(), expected, atol=1e-4)
 
 
 def test_out_of_range_values_are_clipped_and_counted_or_refused(cluster):
@@ -77,16 +98,28 @@ def test_out_of_range_values_are_clipped_and_counted_or_refused(cluster):
     owner = cluster.data_owners[2]
     with tf.device(owner.device_name):
         updates[owner] = tf.concat([updates[owner][:-2], [50.0, -70.0]], axis=0)
-    clip = make_aggregation("additive", cluster, value_range=10.0, max_clipped_fraction=0.02)
-    bounded = clip.bound(updates)
-    assert bounded.clipped == {"data-owner-0": 0, "data-owner-1": 0, "data-owner-2": 2}
-    np.testing.assert_allclose(bounded.updates[owner].numpy()[-2:], [10.0, -10.0])
-    refuse = make_aggregation("additive", cluster, value_range=10.0, out_of_range="refuse")
-    with pytest.raises(RangeError, match="data-owner-2 has 2 values outside ±10"):
-        refuse.bound(updates)
-    ruined = make_aggregation("additive", cluster, value_range=10.0, max_clipped_fraction=0.01)
-    with pytest.raises(RangeError, match=r"data-owner-2 has 2 of 100 values \(2.0%\) outside ±10, more than max_clipped"):
-        ruined.bound(updates)
+    clip, report = average(cluster, "additive", updates, value_range=10.0, max_clipped_fraction=0.02)
+    assert report.accepted and clip.refusal(report) is None
+    assert report.clipped == {"data-owner-0": 0, "data-owner-1": 0, "data-owner-2": 2}
+    clipped = np.concatenate([updates[owner].numpy()[:-2], [10.0, -10.0]])
+    expected = np.mean([*(updates[o].numpy() for o in cluster.data_owners[:2]), clipped], axis=0)
+    np.testing.assert_allclose(clip.mean.numpy(), expected, atol=1e-6)
+    refuse, report = average(cluster, "additive", updates, value_range=10.0, out_of_range="refuse")
+    assert not report.accepted
+    assert re.match("update from data-owner-2 has 2 values outside ±10", refuse.refusal(report))
+    ruined, report = average(cluster, "additive", updates, value_range=10.0, max_clipped_fraction=0.01)
+    assert not report.accepted
+    assert re.match(r"update from data-owner-2 has 2 of 100 values \(2.0%\) outside ±10, more than", ruined.refusal(report))
+
+
+def test_non_finite_values_refuse_the_average(cluster):
+    updates = owner_updates(cluster, size=100, scale=1.0)
+    owner = cluster.data_owners[1]
+    with tf.device(owner.device_name):
+        updates[owner] = tf.concat([updates[owner][:-1], [np.nan]], axis=0)
+    compiled, report = average(cluster, "pond", updates)
+    assert not report.accepted and report.finite == {"data-owner-0": True, "data-owner-1": False, "data-owner-2": True}
+    assert compiled.refusal(report) == "update from data-owner-1 has NaN or infinite values; lower the learning rate"
 
 
 def test_training_metrics_riding_with_the_update_are_not_clipped_with_it(cluster):
@@ -95,13 +128,10 @@ def test_training_metrics_riding_with_the_update_are_not_clipped_with_it(cluster
     owner = cluster.data_owners[0]
     with tf.device(owner.device_name):
         updates[owner] = tf.concat([updates[owner][:-2], [5000.0, 0.5]], axis=0)
-    aggregation = make_aggregation("additive", cluster, value_range=10.0)
-    bounded = aggregation.bound(updates, metric_count=2)
-    assert bounded.clipped[owner.name] == 0
-    np.testing.assert_allclose(bounded.updates[owner].numpy()[-2:], [5000.0, 0.5])
-    mean = aggregation.aggregate(bounded.updates).numpy()
-    expected = np.mean([bounded.updates[o].numpy() for o in cluster.data_owners], axis=0)
-    np.testing.assert_allclose(mean[-2:], expected[-2:], rtol=1e-6)
+    compiled, report = average(cluster, "additive", updates, metric_count=2, value_range=10.0)
+    assert report.clipped[owner.name] == 0 and report.accepted
+    expected = np.mean([updates[o].numpy() for o in cluster.data_owners], axis=0)
+    np.testing.assert_allclose(compiled.mean.numpy()[-2:], expected[-2:], atol=2.0**-16)
 
 
 def test_updates_of_different_sizes_are_refused(cluster):
@@ -110,13 +140,13 @@ def test_updates_of_different_sizes_are_refused(cluster):
     with tf.device(owner.device_name):
         updates[owner] = tf.zeros([12])
     with pytest.raises(UpdateMismatchError, match=r"different sizes .*data-owner-1=12"):
-        make_aggregation("pond", cluster).bound(updates)
+        make_aggregation("pond", cluster).average(updates)
 
 
 def test_range_beyond_the_encoding_capacity_is_refused(cluster):
     aggregation = make_aggregation("aby3", cluster, value_range=1e6)
     with pytest.raises(RangeError, match="exceeds the encoding's capacity"):
-        aggregation.bound(owner_updates(cluster, size=10))
+        aggregation.average(owner_updates(cluster, size=10))
 
 
 def federated_model(cluster, aggregation: str = "additive", **kwargs):

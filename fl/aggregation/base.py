@@ -1,36 +1,47 @@
-"""What every aggregation shares: its output receiver and the declared value range.
+"""What every aggregation shares: the fixed stages of a secure average, the output receiver and the value range.
+
+`Aggregation.average` is the one way to average, traced into the compiled round:
+range check on each owner -> share -> sum -> reveal on the output receiver -> one
+division. Protocols supply share, sum and reveal; none can skip the range check.
 
 Updates are averaged in fixed point, so each aggregation declares the range
 [-value_range, value_range] it accepts. A coordinate outside it is clipped and
-counted (`out_of_range="clip"`) or the round is refused (`"refuse"`); it is
-never silently wrapped around the ring. Clipping a few outliers is robust
-averaging; clipping a large part of an update is a ruined model, so a round in
-which one owner had more than `max_clipped_fraction` of its values clipped is
-refused. The training metrics riding at the end of each update (loss, accuracy)
-are bounded only by what the encoding can carry, never by `value_range`: a
-diverging loss must show as it is.
+counted (`out_of_range="clip"`) or the round is refused (`"refuse"`); it is never
+silently wrapped around the ring. Clipping a few outliers is robust averaging;
+clipping a large part of an update is a ruined model, so a round in which one owner
+had more than `max_clipped_fraction` of its values clipped is refused. The training
+metrics riding at the end of each update (loss, accuracy) are bounded only by what
+the encoding can carry, never by `value_range`: a diverging loss must show as it is.
+The refusal is decided inside the round (`Averaged.accepted`, which gates the model
+update) and explained afterwards by `refusal`, from the same limit.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import tensorflow as tf
 
 from fl.cluster import Player
 from fl.errors import RangeError, UpdateMismatchError
-from fl.phases import PhaseClock
 
 OUT_OF_RANGE_POLICIES = ("clip", "refuse")
 DEFAULT_MAX_CLIPPED_FRACTION = 0.01
 
 
 @dataclass
-class BoundedUpdates:
-    updates: dict[Player, tf.Tensor]
-    clipped: dict[str, int]
+class Averaged:
+    """A traced average: every tensor but the per-owner checks lives on the output receiver."""
+
+    mean: tf.Tensor
+    accepted: tf.Tensor
+    clipped: dict[Player, tf.Tensor]
+    finite: dict[Player, tf.Tensor]
+    stage_ends: dict[str, tf.Tensor]
 
 
 class Aggregation(ABC):
@@ -65,6 +76,10 @@ class Aggregation(ABC):
         """Largest value_range the encoding can sum over `inputs` updates without wrapping."""
         return float("inf")
 
+    def metric_capacity(self, inputs: int) -> float:
+        """Largest training metric the encoding carries over `inputs` updates."""
+        return self.capacity(inputs)
+
     def check_capacity(self, inputs: int) -> None:
         capacity = self.capacity(inputs)
         if self.value_range > capacity:
@@ -73,10 +88,15 @@ class Aggregation(ABC):
                 f"capacity {capacity:g}; lower value_range"
             )
 
-    def bound(self, updates: Mapping[Player, tf.Tensor], metric_count: int = 0) -> BoundedUpdates:
-        """Check shapes and range on each owner's device; clip or refuse out-of-range values.
+    def clip_limit(self, values: int) -> int:
+        """Most values of one owner's update that may be clipped before the round is refused."""
+        return 0 if self.out_of_range == "refuse" else math.floor(self.max_clipped_fraction * values)
 
-        The last `metric_count` values of each update are its training metrics: clipped only at the encoding's capacity.
+    def average(self, updates: Mapping[Player, tf.Tensor], metric_count: int = 0) -> Averaged:
+        """Trace the stages: range check on each owner, share, sum, reveal, divide.
+
+        The last `metric_count` values of each update are its training metrics. Non-finite
+        values are zeroed before sharing (they cannot be encoded) and refuse the round.
         """
         sizes = {owner.name: int(update.shape[0]) for owner, update in updates.items()}
         if len(set(sizes.values())) != 1:
@@ -85,41 +105,71 @@ class Aggregation(ABC):
                 f"data owners sent updates of different sizes ({listed}): every owner must train the same model"
             )
         self.check_capacity(len(updates))
-        carried = self.capacity(len(updates))
+        carried = self.metric_capacity(len(updates))
         values = next(iter(sizes.values())) - metric_count
-        bounded, clipped = {}, {}
+        checked, clipped, finite = {}, {}, {}
         for owner, update in updates.items():
             with tf.device(owner.device_name):
-                finite = tf.reduce_all(tf.math.is_finite(update))
-                deltas, metrics = update[:values], update[values:]
-                outside = tf.reduce_sum(tf.cast(tf.abs(deltas) > self.value_range, tf.int64))
-                checked = tf.concat(
+                is_finite = tf.math.is_finite(update)
+                finite[owner] = tf.reduce_all(is_finite)
+                clean = tf.where(is_finite, update, tf.zeros_like(update))
+                deltas, metrics = clean[:values], clean[values:]
+                clipped[owner] = tf.reduce_sum(tf.cast(tf.abs(deltas) > self.value_range, tf.int32))
+                checked[owner] = tf.concat(
                     [tf.clip_by_value(deltas, -self.value_range, self.value_range), tf.clip_by_value(metrics, -carried, carried)],
                     axis=0,
                 )
-            if not bool(finite):
-                raise RangeError(f"update from {owner.name} has NaN or infinite values; lower the learning rate")
-            clipped[owner.name] = int(outside)
-            if clipped[owner.name] and self.out_of_range == "refuse":
-                raise RangeError(
-                    f"update from {owner.name} has {clipped[owner.name]} values outside ±{self.value_range:g}; "
+        held = self.share(checked, metric_count)
+        stage_ends = {"sharing": self._stamp_after(self.held_tensors(held))}
+        summed = self.sum(held)
+        stage_ends["aggregation"] = self._stamp_after([*self.held_tensors(summed), stage_ends["sharing"]])
+        with tf.device(self.output_receiver.device_name):
+            total = self.reveal(summed, metric_count)
+            mean = total / float(len(updates))
+            limit = self.clip_limit(values)
+            accepted = tf.reduce_all([finite[owner] & (clipped[owner] <= limit) for owner in updates])
+        stage_ends["reveal"] = self._stamp_after([mean, stage_ends["aggregation"]])
+        return Averaged(mean, accepted, clipped, finite, stage_ends)
+
+    def refusal(self, clipped: Mapping[str, int], finite: Mapping[str, bool], values: int) -> str | None:
+        """Why a round with these per-owner checks was refused (the rule `average` applied), or None."""
+        limit = self.clip_limit(values)
+        for owner, count in clipped.items():
+            if not finite[owner]:
+                return f"update from {owner} has NaN or infinite values; lower the learning rate"
+            if count > limit and self.out_of_range == "refuse":
+                return (
+                    f"update from {owner} has {count} values outside ±{self.value_range:g}; "
                     "raise value_range or use out_of_range='clip'"
                 )
-            if clipped[owner.name] > self.max_clipped_fraction * values:
-                raise RangeError(
-                    f"update from {owner.name} has {clipped[owner.name]} of {values} values "
-                    f"({clipped[owner.name] / values:.1%}) outside ±{self.value_range:g}, more than max_clipped_fraction "
-                    f"{self.max_clipped_fraction:.1%}: lower the learning rate or raise value_range"
+            if count > limit:
+                return (
+                    f"update from {owner} has {count} of {values} values ({count / values:.1%}) outside "
+                    f"±{self.value_range:g}, more than max_clipped_fraction {self.max_clipped_fraction:.1%}: "
+                    "lower the learning rate or raise value_range"
                 )
-            bounded[owner] = checked
-        return BoundedUpdates(bounded, clipped)
+        return None
+
+    def _stamp_after(self, tensors: list[tf.Tensor]) -> tf.Tensor:
+        """The receiver's clock once `tensors` (and the previous stage's stamp) exist: one clock for every stage."""
+        with tf.device(self.output_receiver.device_name), tf.control_dependencies(tensors):
+            return tf.timestamp()
 
     @abstractmethod
-    def aggregate(self, updates: Mapping[Player, tf.Tensor], clock: PhaseClock | None = None) -> tf.Tensor:
-        """The mean of `updates`, as a float32 tensor on the output receiver's device.
+    def share(self, updates: Mapping[Player, tf.Tensor], metric_count: int) -> Any:
+        """Each owner's checked update, secret-shared (or sent) to the players that sum it."""
 
-        `clock` is charged with the sharing, aggregation and reveal phases as they end.
-        """
+    @abstractmethod
+    def sum(self, held: Any) -> Any:
+        """What each summing player holds, added up on that player."""
+
+    @abstractmethod
+    def reveal(self, summed: Any, metric_count: int) -> tf.Tensor:
+        """The float32 sum of the updates, on the output receiver's device (called under it)."""
+
+    def held_tensors(self, held: Any) -> list[tf.Tensor]:
+        """The tensors behind what `share` or `sum` returned: a stage has ended once they exist."""
+        return tf.nest.flatten(list(held.values()) if isinstance(held, Mapping) else held)
 
     def expected_bytes(self, owners: list[Player], size: int) -> dict[str, int]:
         """Bytes each player sends per round by the protocol itself (payload, no framing).
@@ -135,6 +185,10 @@ class Aggregation(ABC):
     def element_bytes(self) -> int:
         """Bytes of one encoded update value on the wire."""
         raise NotImplementedError
+
+    def describe(self) -> str:
+        """The encoding, as `fl train` states it."""
+        return self.name
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(output_receiver={self.output_receiver.name}, value_range={self.value_range:g})"

@@ -8,7 +8,6 @@ import tensorflow as tf
 
 from fl.aggregation.base import Aggregation
 from fl.cluster import Player
-from fl.phases import PhaseClock
 
 FLOAT32_BYTES = 4
 
@@ -18,14 +17,16 @@ class PlaintextAverage(Aggregation):
 
     name = "plaintext"
 
-    def aggregate(self, updates: Mapping[Player, tf.Tensor], clock: PhaseClock | None = None) -> tf.Tensor:
-        clock = clock or PhaseClock()
+    def share(self, updates: Mapping[Player, tf.Tensor], metric_count: int) -> list[tf.Tensor]:
         with tf.device(self.output_receiver.device_name):
-            received = [tf.identity(update) for update in updates.values()]
-            clock.lap("sharing")
-            mean = tf.add_n(received) / float(len(received))
-        clock.lap("aggregation")
-        return mean
+            return [tf.identity(update) for update in updates.values()]
+
+    def sum(self, held: list[tf.Tensor]) -> tf.Tensor:
+        with tf.device(self.output_receiver.device_name):
+            return tf.add_n(held)
+
+    def reveal(self, summed: tf.Tensor, metric_count: int) -> tf.Tensor:
+        return summed
 
     def element_bytes(self) -> int:
         return FLOAT32_BYTES

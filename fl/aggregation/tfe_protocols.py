@@ -3,7 +3,7 @@
 Each owner's update enters as `tfe.define_private_input` on that owner, so it is
 secret-shared on the owner's device; the compute servers run `add_n(...)` on shares;
 `tfe.define_output` reconstructs the sum on the output receiver only, which divides it
-by the public number of owners. Dividing on shares instead would cost a truncation
+by the public number of owners (fl/aggregation/base.py). Dividing on shares instead would cost a truncation
 protocol among the servers and reveal nothing more. Pond runs on two servers plus a
 crypto producer, ABY3 on three servers; both share in tfe's 64-bit ring with 16
 fractional bits (tfe's `fixed64_heuristic`), which an addition never overflows.
@@ -21,7 +21,6 @@ from fl import secure_random
 from fl.aggregation.additive import SEED_BYTES
 from fl.aggregation.base import DEFAULT_MAX_CLIPPED_FRACTION, Aggregation
 from fl.cluster import Player
-from fl.phases import PhaseClock
 
 
 class TfeProtocolAverage(Aggregation):
@@ -60,23 +59,29 @@ class TfeProtocolAverage(Aggregation):
         config = self.protocol.fixedpoint_config
         return float(config.scaling_base**config.precision_integral) / inputs
 
-    def aggregate(self, updates: Mapping[Player, tf.Tensor], clock: PhaseClock | None = None) -> tf.Tensor:
+    def share(self, updates: Mapping[Player, tf.Tensor], metric_count: int) -> list:
         secure_random.require()
-        clock = clock or PhaseClock()
         tfe.set_protocol(self.protocol)
-        private = [tfe.define_private_input(owner.name, lambda update=update: update) for owner, update in updates.items()]
-        clock.lap("sharing")
-        total = tfe.add_n(private)
-        clock.lap("aggregation")
+        return [tfe.define_private_input(owner.name, lambda update=update: update) for owner, update in updates.items()]
+
+    def sum(self, held: list):
+        return tfe.add_n(held)
+
+    def reveal(self, summed, metric_count: int) -> tf.Tensor:
         received: list[tf.Tensor] = []
 
         def receive(revealed: tf.Tensor) -> None:
             # tfe re-shares whatever an output function returns, so the value is kept here instead
-            received.append(tf.cast(revealed, tf.float32) / len(private))
+            received.append(tf.cast(revealed, tf.float32))
 
-        tfe.define_output(self.output_receiver.name, total, receive)
-        clock.lap("reveal")
+        tfe.define_output(self.output_receiver.name, summed, receive)
         return received[0]
+
+    def held_tensors(self, held) -> list[tf.Tensor]:
+        """The ring tensors behind tfe's private tensors (Pond unwraps to two shares, ABY3 holds three pairs)."""
+        private = held if isinstance(held, list) else [held]
+        shares = [value.unwrapped if hasattr(value, "unwrapped") else value.shares for value in private]
+        return [share.value for share in tf.nest.flatten(shares)]
 
     def element_bytes(self) -> int:
         """Bytes of one shared ring element, as tfe's tensor factory stores it."""

@@ -2,8 +2,9 @@
 
 Runs as the driver of one cluster (TensorFlow allows one per process), so the sweep
 starts it once per number of data owners and reads one JSON line per measurement.
-A round here is the aggregation alone (range check, sharing, secure sum, reveal) on
-updates that already sit on the owners, so model training does not blur the cost.
+A round here is the aggregation stage alone (range check, sharing, secure sum, reveal),
+compiled exactly as training runs it (fl/rounds.py), on updates that already sit on the
+owners, so model training does not blur the cost.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import numpy as np
 import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
 
+from fl.aggregation.plaintext import FLOAT32_BYTES
 from fl.cluster import OWN_NAMESPACE, Cluster
 from fl.connection import connect
+from fl.rounds import CompiledAverage
 from fl.train import make_aggregation
 
 UPDATE_RANGE = 4.0
@@ -54,16 +57,16 @@ def measure(cluster: Cluster, aggregation_name: str, size: int, rounds: int, war
     aggregation = make_aggregation(aggregation_name, cluster, value_range=2 * UPDATE_RANGE)
     updates = owner_updates(cluster, size)
     owners = cluster.data_owners
+    compiled = CompiledAverage(aggregation, owners, size)
     seconds = []
     before = None
     for index in range(warmup + rounds):
         if index == warmup:
             before = wire_sent_bytes(cluster)
         started = time.perf_counter()
-        mean = aggregation.aggregate(aggregation.bound(updates).updates)
-        with tf.device(aggregation.output_receiver.device_name):
-            checksum = tf.reduce_sum(mean)
-        float(checksum)  # the round is over once the receiver holds the mean
+        report = compiled(updates)  # the round is over once the receiver holds the mean
+        if not report.accepted:
+            raise RuntimeError(f"{aggregation_name} refused the benchmark's updates: {compiled.refusal(report)}")
         if index >= warmup:
             seconds.append(time.perf_counter() - started)
     after = wire_sent_bytes(cluster)
@@ -79,6 +82,7 @@ def measure(cluster: Cluster, aggregation_name: str, size: int, rounds: int, war
         "p95_seconds": float(np.percentile(seconds, 95)),
         "protocol_bytes_per_owner": statistics.fmean(protocol[o.name] for o in owners),
         "minimum_bytes_per_owner": aggregation.minimum_sent_bytes(size),
+        "plaintext_bytes_per_owner": FLOAT32_BYTES * size,
         "wire_bytes_per_owner": None if wire is None else statistics.fmean(wire.values()),
         "backend": cluster.backend,
         "links": "mutual_tls" if cluster.mesh else "plaintext",

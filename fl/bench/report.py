@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fl.aggregation.plaintext import FLOAT32_BYTES
+from fl.bench.measure import FRAMEWORK
+from fl.bench.netem import PROFILES
 from fl.bench.sweep import SweepResult
 from fl.results import write_atomically, write_json
 
@@ -45,20 +48,43 @@ def with_ratios(rows: list[dict]) -> list[dict]:
     return ratios
 
 
+def link_limits(rows: list[dict]) -> list[dict]:
+    """On each rate-limited profile: one upload of a float32 update at the profile's rate, the floor of any round."""
+    limits = {}
+    for row in rows:
+        rate = PROFILES[row["profile"]].rate_mbit if row["profile"] in PROFILES else None
+        if rate and row["framework"] == FRAMEWORK:
+            seconds = FLOAT32_BYTES * row["size"] * 8 / (rate * 1e6)
+            limits[row["profile"], row["owners"], row["size"]] = {
+                "profile": row["profile"],
+                "owners": row["owners"],
+                "size": row["size"],
+                "rate_mbit": rate,
+                "seconds": seconds,
+            }
+    return list(limits.values())
+
+
 def markdown(rows: list[dict]) -> str:
     lines = [
         "| network | links | framework | aggregation | owners | parameters | median s | p95 s | vs plaintext "
-        "| TLS cost | protocol B/owner | min B/owner | wire B/owner |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| TLS cost | protocol B/owner | vs plaintext B | min B/owner | wire B/owner |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(rows, key=lambda r: (r["profile"], r["size"], r["owners"], r["framework"], r["aggregation"], r["links"])):
         wire = "n/a (shared host)" if r["wire_bytes_per_owner"] is None else f"{r['wire_bytes_per_owner']:,.0f}"
         tls = "" if r["latency_vs_plaintext_links"] is None else f"{r['latency_vs_plaintext_links']:.2f}x"
+        bytes_ratio = r["protocol_bytes_per_owner"] / (FLOAT32_BYTES * r["size"])
         lines.append(
             f"| {r['profile']} | {r['links']} | {r['framework']} | {r['aggregation']} | {r['owners']} | {r['size']:,} "
             f"| {r['median_seconds']:.4f} | {r['p95_seconds']:.4f} "
-            f"| {r['latency_vs_plaintext']:.2f}x | {tls} | {r['protocol_bytes_per_owner']:,.0f} "
+            f"| {r['latency_vs_plaintext']:.2f}x | {tls} | {r['protocol_bytes_per_owner']:,.0f} | {bytes_ratio:.2f}x "
             f"| {r['minimum_bytes_per_owner']:,} | {wire} |"
+        )
+    for limit in link_limits(rows):
+        lines.append(
+            f"| {limit['profile']} | | | link limit ({limit['rate_mbit']:g} Mbit/s) | {limit['owners']} | {limit['size']:,} "
+            f"| {limit['seconds']:.4f} | | | | {FLOAT32_BYTES * limit['size']:,} | 1.00x | | |"
         )
     return "\n".join(lines) + "\n"
 
@@ -119,12 +145,19 @@ def write(result: SweepResult, settings: dict, directory: Path) -> dict[str, Pat
     directory.mkdir(parents=True, exist_ok=True)
     rows = with_ratios(result.rows)
     outputs = {"json": directory / "bench.json", "markdown": directory / "bench.md"}
-    document = {"settings": settings, "results": rows, "unavailable_peers": result.unavailable_peers}
+    document = {
+        "settings": settings,
+        "results": rows,
+        "link_limits": link_limits(rows),
+        "unavailable_peers": result.unavailable_peers,
+    }
     write_json(outputs["json"], document)
     write_atomically(
         outputs["markdown"],
         "# Secure aggregation vs plaintext\n\nOne aggregation round on updates already on the owners; "
-        "latency over repeated rounds after warm-up. Minimum: the update once, in the protocol's encoding.\n\n"
+        "latency over repeated rounds after warm-up. Minimum: the update once, in the protocol's encoding; "
+        "'vs plaintext B': the protocol's bytes per owner over plaintext's 4 bytes a parameter; on a rate-limited "
+        "network, the link limit is one upload of the update at that rate.\n\n"
         + markdown(rows)
         + "\n"
         + peers_section(result, list(settings.get("peers", ()))),

@@ -39,6 +39,13 @@ class TrainingMetrics:
             buckets=PHASE_BUCKETS,
             registry=self.registry,
         )
+        self.owner_training = Histogram(
+            "fl_owner_local_training_seconds",
+            "Wall time of one data owner's local training in a round (the slowest owner is the straggler)",
+            [*labels, "owner"],
+            buckets=PHASE_BUCKETS,
+            registry=self.registry,
+        )
         self.rounds_completed = Counter(
             "fl_rounds_completed_total", "Rounds applied to the model", labels, registry=self.registry
         )
@@ -77,6 +84,8 @@ class TrainingMetrics:
         self.round_duration.labels(aggregation).observe(result.seconds)
         for phase, seconds in result.phase_seconds.items():
             self.phase_duration.labels(aggregation, phase).observe(seconds)
+        for owner, seconds in result.owner_training_seconds.items():
+            self.owner_training.labels(aggregation, owner).observe(seconds)
         self.rounds_completed.labels(aggregation).inc()
         self.clipped.labels(aggregation).inc(sum(result.clipped.values()))
         for player, sent in result.expected_bytes.items():

@@ -4,7 +4,9 @@ Protocol: warms both aggregations up, prints READY and waits for /tmp/capture-go
 captures are running by then); runs the two rounds, prints DONE and waits for
 /tmp/capture-stopped; then fetches the additive round's seeds (after the captures, so the
 only time they crossed a network during them was between the owners) and prints them:
-SEEDS and a JSON list. Each owner's update is `stateless_uniform([SIZE], seed=[index, UPDATE_SEED])`,
+SEEDS and a JSON list. The rounds are compiled, as in training; to know the seeds, this
+script makes each one eagerly on its owner while the round is traced, so every round of
+this run reuses them (never outside a test). Each owner's update is `stateless_uniform([SIZE], seed=[index, UPDATE_SEED])`,
 which the test recomputes to know every byte of it.
 
 Usage: capture_rounds.py SIZE UPDATE_SEED
@@ -19,6 +21,7 @@ import tensorflow as tf
 
 import fl
 from fl import secure_random
+from fl.rounds import CompiledAverage
 from fl.train import make_aggregation
 
 size, update_seed = int(sys.argv[1]), int(sys.argv[2])
@@ -33,18 +36,22 @@ make_seed = secure_random.secure_seed
 
 
 def recorded_seed() -> tf.Tensor:
-    seed = make_seed()
+    with tf.init_scope():  # out of the graph being traced, still on the owner's device
+        seed = make_seed()
     seeds.append(seed)
     return seed
 
 
 secure_random.secure_seed = recorded_seed
-plaintext, additive = make_aggregation("plaintext", cluster), make_aggregation("additive", cluster)
+plaintext, additive = (
+    CompiledAverage(make_aggregation(name, cluster), cluster.data_owners, size) for name in ("plaintext", "additive")
+)
 
 
 def both_rounds() -> None:
-    plaintext.aggregate(plaintext.bound(updates).updates).numpy()
-    additive.aggregate(additive.bound(updates).updates).numpy()
+    for compiled in (plaintext, additive):
+        if not compiled(updates).accepted:
+            raise SystemExit("a round was refused")
 
 
 def wait_for(name: str) -> None:
@@ -53,7 +60,6 @@ def wait_for(name: str) -> None:
 
 
 both_rounds()
-seeds.clear()
 print("READY", flush=True)
 wait_for("capture-go")
 both_rounds()
