@@ -13,6 +13,7 @@ from pathlib import Path
 from fl.backends.local import DEFAULT_STATE_DIR
 from fl.cluster import AGGREGATIONS, DEFAULT_AGGREGATION
 from fl.errors import FLError
+from fl.phases import DEFAULT_ROUND_TIMEOUT
 
 DEFAULT_OWNERS = 3
 
@@ -117,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
         help="refuse a round in which an owner had more than this fraction of its update clipped (clip only)",
     )
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--round-timeout",
+        type=float,
+        default=DEFAULT_ROUND_TIMEOUT,
+        help=f"seconds a round may take before it fails, naming the players that do not answer "
+        f"(default {DEFAULT_ROUND_TIMEOUT:g}); the model stays unchanged",
+    )
     train.add_argument("--json", help="write a JSON summary here (also when the run fails or is interrupted)")
     train.add_argument(
         "--resume", action="store_true", help="continue from the last round checkpointed on the model owner (same settings)"
@@ -330,6 +338,7 @@ def _train(args) -> int | None:
         max_clipped_fraction=args.max_clipped_fraction,
         seed=args.seed,
         resume=args.resume,
+        round_timeout=args.round_timeout,
     )
     with driver_lock.hold(str(config)):
         summary = train(str(config), settings, args.json, args.insecure_randomness)

@@ -37,5 +37,9 @@ class RangeError(FLError):
     """An update lies outside the declared fixed-point range and the policy is to refuse."""
 
 
+class DeadlineExceededError(FLError):
+    """A round (or an owner's part of it) did not finish within its deadline."""
+
+
 class RoundFailedError(FLError):
     """A training round failed; the model owner's weights were left unchanged."""

@@ -13,6 +13,7 @@ refused, and a model that passes gets federated `fit` and `evaluate`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,10 +22,11 @@ import tensorflow as tf
 
 from fl import connection
 from fl.aggregation.base import Aggregation
-from fl.cluster import Player, require_reachable
+from fl.cluster import Player
 from fl.data.sources import OwnerData
 from fl.errors import FLError, LocalityError
 from fl.local_training import OwnerTrainer, TrainingSpec, training_spec
+from fl.phases import DEFAULT_ROUND_TIMEOUT
 from fl.rounds import RoundListener, RoundResult, RoundRunner
 
 ALGORITHMS = ("fedavg", "fedsgd")
@@ -45,7 +47,9 @@ class FederatedLearning:
         server_learning_rate: float = 1.0,
         seed: int = 0,
         round_listeners: Sequence[RoundListener] = (),
+        round_timeout: float = DEFAULT_ROUND_TIMEOUT,
     ) -> None:
+        """`round_timeout` bounds each round (fl/rounds.py)."""
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm={algorithm!r}; use one of {', '.join(ALGORITHMS)}")
         cluster = connection.current()
@@ -65,12 +69,14 @@ class FederatedLearning:
         self.batch_size = batch_size
         self.server_learning_rate = server_learning_rate
         self.seed = seed
+        self.round_timeout = round_timeout
         self.round_results: list[RoundResult] = []  # this process's rounds
         self.completed_rounds = 0  # the model's rounds, a resumed run's earlier ones included
         self._resumed_rounds = 0  # rounds the next fit skips: done before a checkpoint was restored
         self.round_listeners = list(round_listeners)
         self._scope = None
         self._trainers: dict[tuple[int, OwnerData], OwnerTrainer] = {}
+        self._runners: dict[tuple[int, tuple[OwnerData, ...]], RoundRunner] = {}
         self._refresh_needed = False
         self._keras_compile: Callable | None = None
 
@@ -139,12 +145,13 @@ class FederatedLearning:
         """
         sources = self._data_sources(x)
         if self._refresh_needed:  # the last fit failed: players may have restarted since
+            for runner in self._runners.values():  # reconnecting under a call still in flight can hang TF
+                runner.settle(self.round_timeout)
             connection.refresh()
             self._trainers.clear()  # replicas on a restarted owner are gone
+            self._runners.clear()  # and so are the functions registered there
         self._refresh_needed = True
-        runner = RoundRunner(self.cluster, model, self.aggregation, {}, spec, self.server_learning_rate, self.seed)
-        require_reachable(list(dict.fromkeys([*runner.players, *sources])))  # a dead player would hang TF below
-        runner.trainers = {owner: self._trainer(model, spec, data) for owner, data in sources.items()}
+        runner = self._runner(model, spec, sources)
         verbose = 1 if verbose == "auto" else verbose
         callback_list = tf.keras.callbacks.CallbackList(
             callbacks,
@@ -227,6 +234,22 @@ class FederatedLearning:
             elapsed = time.perf_counter() - started
             print(f"evaluate on {self.model_owner.name}: {int(totals[-1])} examples - {shown} - {elapsed:.2f}s")
         return values if return_dict else list(values.values())
+
+    def _runner(self, model: tf.keras.Model, spec: TrainingSpec, sources: dict[Player, OwnerData]) -> RoundRunner:
+        """One runner per (model, data sources), kept across fit calls so its compiled stages are traced once."""
+        key = (id(model), tuple(sources.values()))
+        if key not in self._runners:
+            self._runners[key] = RoundRunner(
+                self.cluster,
+                model,
+                self.aggregation,
+                {owner: functools.partial(self._trainer, model, spec, data) for owner, data in sources.items()},
+                spec,
+                self.server_learning_rate,
+                self.seed,
+                self.round_timeout,
+            )
+        return self._runners[key]
 
     def _trainer(self, model: tf.keras.Model, spec: TrainingSpec, data: OwnerData) -> OwnerTrainer:
         """One replica per (model, data source), kept across fit calls like Keras keeps its train function."""

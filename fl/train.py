@@ -18,6 +18,7 @@ from fl.data.sources import owner_sources
 from fl.errors import FLError
 from fl.federated import FederatedLearning
 from fl.metrics.training import TrainingMetrics
+from fl.phases import DEFAULT_ROUND_TIMEOUT
 from fl.results import write_json
 
 
@@ -37,6 +38,7 @@ class TrainSettings:
     seed: int = 0
     verbose: int = 1
     resume: bool = False
+    round_timeout: float = DEFAULT_ROUND_TIMEOUT
 
     @property
     def bounds(self) -> dict[str, Any]:
@@ -49,7 +51,7 @@ class TrainSettings:
 
 
 # how a run is carried out, not what it computes: a resumed run may change them
-RUN_ONLY_SETTINGS = ("epochs", "verbose", "resume")
+RUN_ONLY_SETTINGS = ("epochs", "verbose", "resume", "round_timeout")
 
 
 def make_aggregation(name: str, cluster: Cluster, **bounds: Any) -> Aggregation:
@@ -99,6 +101,7 @@ def train(cluster_file: str, settings: TrainSettings, json_path: str | None = No
         batch_size=settings.batch_size,
         seed=settings.seed,
         round_listeners=[metrics],
+        round_timeout=settings.round_timeout,
     )
     with federated:
         model = build_classifier(meta.feature_size, meta.num_classes, settings.hidden_units, settings.learning_rate)

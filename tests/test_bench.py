@@ -33,6 +33,10 @@ def test_tiny_sweep_writes_json_table_and_plots_and_says_why_a_peer_did_not_run(
     table = outputs["markdown"].read_text()
     assert "| 4,000,064 | 1.00x |" not in table and "| 80,064 | 1.00x |" in table
     assert table.count("| fl-testbed | additive |") == 2 and table.count("| fl-testbed | plaintext |") == 2
+    rates = json.loads(outputs["json"].read_text())["keystream_bytes_per_second"]
+    assert set(rates) == {"fl ChaCha20 op (libsodium)", "OpenSSL AES-128-CTR", "OpenSSL ChaCha20"}
+    assert all(rate > 1e7 for rate in rates.values())
+    assert "expands 320,000 bytes of keystream on each owner" in table  # 2 masks made, 2 seeds held, 20,000 x 4 B each
     assert f"**flower**: did not run: Flower is not installed: {tmp_path / 'no-flower-here'} is missing" in table
     for name in ("latency_vs_size", "bytes_vs_owners"):
         assert outputs[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

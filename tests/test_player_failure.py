@@ -28,6 +28,17 @@ def small_cluster(tmp_path):
     local.down(state)
 
 
+@pytest.fixture(scope="module")
+def three_owners(tmp_path_factory):
+    """A cluster of its own: these tests freeze its players (and a failed one could leave one frozen)."""
+    state = StateDir(tmp_path_factory.mktemp("frozen"))
+    cluster = local.up(3, state)
+    cluster.dataset = write_shards(cluster, datasets.load("digits"))
+    cluster.save(state.cluster_file)
+    yield state
+    local.down(state)
+
+
 def test_unreachable_data_owner_fails_the_round_by_name_and_keeps_the_weights(small_cluster):
     run = subprocess.run(
         [sys.executable, str(SCENARIOS / "owner_lost.py"), str(small_cluster.root), "data-owner-1"],
@@ -40,3 +51,29 @@ def test_unreachable_data_owner_fails_the_round_by_name_and_keeps_the_weights(sm
     assert report["error"].startswith("PlayerUnreachableError: player(s) not answering: data-owner-1")
     assert report["weights_unchanged"]
     assert report["failed_after_seconds"] < 10
+
+
+def frozen(state: StateDir, victim: str, aggregation: str) -> dict:
+    run = subprocess.run(
+        [sys.executable, str(SCENARIOS / "player_frozen.py"), str(state.root), victim, aggregation],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    ("victim", "aggregation"),
+    [
+        ("data-owner-1", "additive"),  # its update never comes
+        ("server0", "pond"),  # a compute server hangs the secure sum
+    ],
+)
+def test_a_frozen_player_fails_the_round_by_its_deadline_by_name_then_training_goes_on(three_owners, victim, aggregation):
+    report = frozen(three_owners, victim, aggregation)
+    assert f"round 1 failed: no result within its 30 s deadline; not answering: {victim}" in report["error"]
+    assert report["weights_unchanged"]
+    assert 30 <= report["seconds"] < 40
+    assert report["rounds_after_thaw"] == 1

@@ -1,5 +1,6 @@
 """Against a real cluster: one TF server process per player, this process as the driver."""
 
+import functools
 import re
 from pathlib import Path
 
@@ -216,8 +217,8 @@ def test_owners_with_different_model_shapes_fail_the_round_and_leave_weights_unc
     with federated:
         other = build_classifier(64, 10, hidden_units=16, learning_rate=0.3)
     owners = list(train_data)
-    trainers = {owner: OwnerTrainer(model, train_data[owner], spec, 32, 1, None) for owner in owners[:2]}
-    trainers[owners[2]] = OwnerTrainer(other, train_data[owners[2]], spec, 32, 1, None)
+    trainers = {owner: functools.partial(OwnerTrainer, model, train_data[owner], spec, 32, 1, None) for owner in owners[:2]}
+    trainers[owners[2]] = functools.partial(OwnerTrainer, other, train_data[owners[2]], spec, 32, 1, None)
     before = [w.numpy() for w in model.weights]
     runner = RoundRunner(cluster, model, federated.aggregation, trainers, spec, 1.0, seed=0)
     with pytest.raises(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fl.aggregation import fixedpoint
 from fl.aggregation.plaintext import FLOAT32_BYTES
-from fl.bench.measure import FRAMEWORK
+from fl.bench import keystream
+from fl.bench.measure import FRAMEWORK, UPDATE_RANGE
 from fl.bench.netem import PROFILES
 from fl.bench.sweep import SweepResult
 from fl.results import write_atomically, write_json
@@ -151,6 +153,12 @@ def write(result: SweepResult, settings: dict, directory: Path) -> dict[str, Pat
         "link_limits": link_limits(rows),
         "unavailable_peers": result.unavailable_peers,
     }
+    floor = ""
+    if "additive" in settings["aggregations"]:
+        document["keystream_bytes_per_second"] = measured = keystream.rates()
+        owners, size = min(settings["owners"]), max(settings["sizes"])
+        ring = fixedpoint.choose_ring(2 * UPDATE_RANGE, owners)
+        floor = "\n" + keystream.markdown(measured, owners, size, ring.element_bytes)
     write_json(outputs["json"], document)
     write_atomically(
         outputs["markdown"],
@@ -159,6 +167,7 @@ def write(result: SweepResult, settings: dict, directory: Path) -> dict[str, Pat
         "'vs plaintext B': the protocol's bytes per owner over plaintext's 4 bytes a parameter; on a rate-limited "
         "network, the link limit is one upload of the update at that rate.\n\n"
         + markdown(rows)
+        + floor
         + "\n"
         + peers_section(result, list(settings.get("peers", ()))),
     )

@@ -1,0 +1,60 @@
+"""Driver for the frozen-player tests, in its own process (TF allows one cluster per process).
+
+Trains one round, then freezes VICTIM (SIGSTOP) one second into a two-round fit whose
+owners train 100 local epochs (seconds), so it freezes mid-round; reports how that fit
+ended, thaws the victim and fits one more round. Prints one JSON line.
+
+Usage: player_frozen.py STATE_ROOT VICTIM AGGREGATION
+"""
+
+import faulthandler
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+import fl
+from fl.backends.local import StateDir
+from fl.errors import FLError
+from fl.train import build_classifier, make_aggregation
+
+ROUND_TIMEOUT = 30.0
+faulthandler.dump_traceback_later(240, exit=True)  # a hang shows every thread's stack, then ends the run
+
+root, victim, aggregation = sys.argv[1:4]
+state = StateDir(Path(root))
+victim_pid = json.loads(state.pids_file.read_text())[victim]
+cluster = fl.connect(state.cluster_file)
+train_data, _ = fl.owner_sources(cluster)
+federated = fl.FederatedLearning(
+    cluster.model_owner,
+    make_aggregation(aggregation, cluster),
+    local_epochs=100,
+    round_timeout=ROUND_TIMEOUT,
+)
+with federated:
+    model = build_classifier(64, 10, hidden_units=32, learning_rate=0.3)
+model.fit(train_data, epochs=1, verbose=0)
+before = [w.numpy() for w in model.weights]
+threading.Timer(1.0, os.kill, (victim_pid, signal.SIGSTOP)).start()
+started = time.monotonic()
+try:
+    model.fit(train_data, epochs=2, verbose=0)
+    error = None
+except FLError as failure:
+    error = f"{type(failure).__name__}: {failure}"
+report = {
+    "error": error,
+    "seconds": time.monotonic() - started,
+    "weights_unchanged": all(np.array_equal(a, w.numpy()) for a, w in zip(before, model.weights)),
+}
+os.kill(victim_pid, signal.SIGCONT)
+done = len(federated.round_results)
+model.fit(train_data, epochs=1, verbose=0)
+report["rounds_after_thaw"] = len(federated.round_results) - done
+print(json.dumps(report))
