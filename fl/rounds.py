@@ -10,8 +10,9 @@
    they were; the driver reads back one small report vector.
 
 Every round has a deadline (`round_timeout`): the driver waits for the round on its
-own thread until then, and the model owner applies the average only while its own
-clock is before that deadline, so a call still pending when the driver gives up can
+own thread until then, probing the players every few seconds, so a dead or hung player
+fails the round early, by name. The model owner applies the average only while its own
+clock is before the deadline, so a call still pending when the driver gives up can
 never change the model later. When a round fails, every player is probed at once and
 those that do not answer are named.
 
@@ -45,6 +46,8 @@ from fl.phases import DEFAULT_ROUND_TIMEOUT, STAGES
 DRIVER_DEVICE = "/job:localhost/replica:0/task:0/device:CPU:0"
 # the driver waits this much past a deadline for a call that the model owner's clock may still accept
 CLOCK_MARGIN = 1.0
+# while a round runs longer than this, its players are probed this often
+PROBE_INTERVAL = 2.0
 
 
 @dataclass
@@ -218,9 +221,7 @@ class RoundRunner:
         deadline = time.time() + self.round_timeout
         call = BackgroundCall(self._run, index, deadline)
         try:
-            if not call.wait(deadline + CLOCK_MARGIN - time.time()):
-                self._late_rounds.append(call)
-                raise DeadlineExceededError(f"no result within its {self.round_timeout:g} s deadline; {self._culprits()}")
+            self._await(call, deadline)
             return call.result()
         except tf.errors.OpError as error:
             failure = f"{self._culprits()} ({first_line(error.message)})"
@@ -229,6 +230,20 @@ class RoundRunner:
         except FLError as error:
             raise RoundFailedError(f"round {index} refused: {error}; the model owner's weights are unchanged") from None
         raise RoundFailedError(f"round {index} failed: {failure}; the model owner's weights are unchanged")
+
+    def _await(self, call: BackgroundCall, deadline: float) -> None:
+        """Until the deadline, probing every player each PROBE_INTERVAL: a dead or hung player fails the round early.
+
+        TF does not cancel a remote component function when another component's player dies, so
+        without the probes a killed player would cost the whole deadline.
+        """
+        while not call.wait(min(PROBE_INTERVAL, deadline + CLOCK_MARGIN - time.time())):
+            silent = unreachable(self.players)
+            if silent or time.time() >= deadline + CLOCK_MARGIN:
+                self._late_rounds.append(call)
+                if silent:
+                    raise DeadlineExceededError("not answering: " + ", ".join(player.name for player in silent))
+                raise DeadlineExceededError(f"no result within its {self.round_timeout:g} s deadline; {self._culprits()}")
 
     def settle(self, seconds: float) -> None:
         """Give the calls of rounds that missed their deadline up to `seconds` to end, e.g. before reconnecting."""

@@ -71,9 +71,11 @@ def frozen(state: StateDir, victim: str, aggregation: str) -> dict:
         ("server0", "pond"),  # a compute server hangs the secure sum
     ],
 )
-def test_a_frozen_player_fails_the_round_by_its_deadline_by_name_then_training_goes_on(three_owners, victim, aggregation):
+def test_a_frozen_player_fails_the_round_by_name_well_within_its_deadline_then_training_goes_on(
+    three_owners, victim, aggregation
+):
     report = frozen(three_owners, victim, aggregation)
-    assert f"round 1 failed: no result within its 30 s deadline; not answering: {victim}" in report["error"]
+    assert f"round 1 failed: not answering: {victim}; the model owner's weights are unchanged" in report["error"]
     assert report["weights_unchanged"]
-    assert 30 <= report["seconds"] < 40
+    assert report["seconds"] < 15  # frozen at 1 s, found by the probes every 2 s (each waits 2 s for an answer)
     assert report["rounds_after_thaw"] == 1
