@@ -174,7 +174,7 @@ class CompiledAverage:
 
 
 class RoundRunner:
-    """Runs rounds over `trainers`: each owner's replica, made on first use (making one on a hung owner would hang)."""
+    """Runs rounds over `trainers`: each owner's replica, made in its first round's thread, so a hung owner costs the deadline."""
 
     def __init__(
         self,
