@@ -13,11 +13,11 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _logging.getLogger("tf_encrypted").setLevel(_logging.ERROR)
 
 _PUBLIC = {
-    "ABY3SecureAverage": "fl.aggregation",
-    "AdditiveSecureAverage": "fl.aggregation",
-    "Aggregation": "fl.aggregation",
-    "PlaintextAverage": "fl.aggregation",
-    "PondSecureAverage": "fl.aggregation",
+    "ABY3SecureAverage": "fl.aggregation.tfe_protocols",
+    "AdditiveSecureAverage": "fl.aggregation.additive",
+    "Aggregation": "fl.aggregation.base",
+    "PlaintextAverage": "fl.aggregation.plaintext",
+    "PondSecureAverage": "fl.aggregation.tfe_protocols",
     "Cluster": "fl.cluster",
     "Player": "fl.cluster",
     "connect": "fl.connection",

@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fl.aggregation.registry import AGGREGATIONS, DEFAULT_AGGREGATION, REGISTRY
 from fl.backends.local import DEFAULT_STATE_DIR
-from fl.cluster import AGGREGATIONS, DEFAULT_AGGREGATION
 from fl.errors import FLError
 from fl.phases import DEFAULT_ROUND_TIMEOUT
 
@@ -102,7 +102,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=_bench)
 
     train = commands.add_parser("train", help="federated training on the running cluster")
-    train.add_argument("--aggregation", choices=AGGREGATIONS, default=DEFAULT_AGGREGATION)
+    train.add_argument(
+        "--aggregation",
+        choices=AGGREGATIONS,
+        default=DEFAULT_AGGREGATION,
+        help="; ".join(f"{entry.name}: {entry.summary}" for entry in REGISTRY.values()),
+    )
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--rounds-per-epoch", type=int, default=1)
     train.add_argument("--batch-size", type=int, default=32)

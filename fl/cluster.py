@@ -36,9 +36,6 @@ DRIVER = "driver"  # the driver's identity on the mesh; no player may take this 
 MONITOR = "prometheus"  # Prometheus's identity on the mesh: it scrapes every sidecar over mutual TLS
 GET_STATUS = "/tensorflow.WorkerService/GetStatus"
 MIN_DATA_OWNERS = 2
-COMPUTE_SERVERS_NEEDED = {"additive": 0, "pond": 3, "aby3": 3, "plaintext": 0}
-AGGREGATIONS = tuple(COMPUTE_SERVERS_NEEDED)
-DEFAULT_AGGREGATION = "additive"
 
 # how a player's /metrics counts wire bytes: its own network namespace, or the host's shared interfaces
 OWN_NAMESPACE = "own_namespace"
@@ -143,18 +140,6 @@ class Cluster:
                 return candidate
         known = ", ".join(p.name for p in self.players)
         raise ClusterConfigError(f"no player named {name!r} in the cluster file; known players: {known}")
-
-    def require_protocol(self, protocol: str) -> None:
-        """Check the cluster has the compute servers `protocol` needs."""
-        needed = COMPUTE_SERVERS_NEEDED.get(protocol)
-        if needed is None:
-            raise ClusterConfigError(f"unknown aggregation {protocol!r}; choose one of {', '.join(COMPUTE_SERVERS_NEEDED)}")
-        have = len(self.compute_servers)
-        if have < needed:
-            raise ClusterConfigError(
-                f"aggregation {protocol!r} needs {needed} compute servers but the cluster has {have}: "
-                f"add players with role {COMPUTE_SERVER!r} (fl up starts 3)"
-            )
 
     @property
     def links(self) -> str:

@@ -9,10 +9,9 @@ from typing import Any
 
 import tensorflow as tf
 
-from fl.aggregation import ABY3SecureAverage, AdditiveSecureAverage, Aggregation, PlaintextAverage, PondSecureAverage
 from fl.aggregation.base import DEFAULT_MAX_CLIPPED_FRACTION
+from fl.aggregation.registry import DEFAULT_AGGREGATION, make_aggregation
 from fl.checkpoint import CheckpointEachRound, ModelOwnerCheckpoints, check_resumable
-from fl.cluster import AGGREGATIONS, DEFAULT_AGGREGATION, Cluster
 from fl.connection import connect
 from fl.data.sources import owner_sources
 from fl.errors import FLError
@@ -54,20 +53,6 @@ class TrainSettings:
 RUN_ONLY_SETTINGS = ("epochs", "verbose", "resume", "round_timeout")
 
 
-def make_aggregation(name: str, cluster: Cluster, **bounds: Any) -> Aggregation:
-    """The named aggregation, wired to this cluster's players; `bounds` are its range policy (fl/aggregation/base.py)."""
-    cluster.require_protocol(name)
-    receiver = cluster.model_owner
-    if name == "additive":
-        return AdditiveSecureAverage(cluster.data_owners, receiver, **bounds)
-    if name == "pond":
-        server_0, server_1, producer = cluster.compute_servers[:3]
-        return PondSecureAverage([server_0, server_1], producer, receiver, **bounds)
-    if name == "aby3":
-        return ABY3SecureAverage(cluster.compute_servers[:3], receiver, **bounds)
-    return PlaintextAverage(receiver, **bounds)
-
-
 def build_classifier(feature_size: int, num_classes: int, hidden_units: int, learning_rate: float) -> tf.keras.Model:
     model = tf.keras.Sequential(
         [
@@ -86,8 +71,6 @@ def build_classifier(feature_size: int, num_classes: int, hidden_units: int, lea
 def train(cluster_file: str, settings: TrainSettings, json_path: str | None = None, insecure_randomness: bool = False) -> dict:
     """Train, checkpointing on the model owner after every round; the JSON says how the run ended."""
     cluster = connect(cluster_file, insecure_randomness=insecure_randomness)
-    if settings.aggregation not in AGGREGATIONS:
-        raise FLError(f"unknown aggregation {settings.aggregation!r}; use one of {', '.join(AGGREGATIONS)}")
     aggregation = make_aggregation(settings.aggregation, cluster, **settings.bounds)
     train_data, test_data = owner_sources(cluster)
     meta = cluster.dataset

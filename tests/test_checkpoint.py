@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 import fl
+from fl.aggregation.registry import make_aggregation
 from fl.checkpoint import ModelOwnerCheckpoints
 from fl.errors import FLError
-from fl.train import TrainSettings, build_classifier, make_aggregation, train
+from fl.train import TrainSettings, build_classifier, train
 
 
 def model_on_the_model_owner(cluster):

@@ -1,9 +1,11 @@
 """Cluster-file validation: every broken file gives one clear error."""
 
+import importlib
 import json
 
 import pytest
 
+from fl.aggregation.registry import REGISTRY, registration
 from fl.cluster import Cluster
 from fl.errors import ClusterConfigError
 
@@ -51,9 +53,17 @@ def test_fewer_than_two_data_owners_is_refused():
 
 def test_protocol_without_its_servers_is_refused():
     cluster = Cluster.from_dict(cluster_dict(servers=2))
-    cluster.require_protocol("additive")
+    registration("additive").check(cluster)
     with pytest.raises(ClusterConfigError, match="'aby3' needs 3 compute servers but the cluster has 2"):
-        cluster.require_protocol("aby3")
+        registration("aby3").check(cluster)
+
+
+def test_every_registered_aggregation_names_an_importable_class_and_an_unknown_one_is_refused():
+    for entry in REGISTRY.values():
+        module, name = entry.implementation.split(":")
+        assert getattr(importlib.import_module(module), name).name == entry.name
+    with pytest.raises(ClusterConfigError, match="unknown aggregation 'secagg'; choose one of additive, pond, aby3, plaintext"):
+        registration("secagg")
 
 
 def test_unreadable_and_missing_files(tmp_path):

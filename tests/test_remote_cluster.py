@@ -11,13 +11,14 @@ import tensorflow as tf
 import fl
 from fl import secure_random
 from fl.aggregation import fixedpoint
+from fl.aggregation.registry import make_aggregation
 from fl.data.sources import OwnerData
 from fl.errors import LocalityError, RangeError, RoundFailedError, UpdateMismatchError
 from fl.rounds import CompiledAverage, Report
-from fl.train import build_classifier, make_aggregation
+from fl.train import build_classifier
 
-# pond and aby3: 16 fractional bits, cut toward zero once on the owner (tfe's encoding, off by
-# less than 2^-16), then summed exactly and divided in the clear
+# pond and aby3: 16 fractional bits in Z/2^32, cut toward zero once on the owner (tfe's encoding,
+# off by less than 2^-16), then summed exactly and divided in the clear
 TOLERANCE = {"additive": 1e-6, "pond": 2e-5, "aby3": 2e-5}
 
 
@@ -59,10 +60,12 @@ def test_secure_average_equals_plaintext_average(cluster, protocol):
 
 
 @pytest.mark.parametrize(("protocol", "seeds", "vectors"), [("pond", 1, 1), ("aby3", 4, 2)])
-def test_tfe_protocol_owners_send_seeds_and_64_bit_shares(cluster, protocol, seeds, vectors):
+def test_tfe_protocol_owners_send_seeds_and_32_bit_shares(cluster, protocol, seeds, vectors):
     aggregation = make_aggregation(protocol, cluster)
     expected = aggregation.expected_bytes(cluster.data_owners, 1000)
-    assert expected == {owner.name: seeds * 32 + vectors * 8 * 1000 for owner in cluster.data_owners}
+    assert expected == {owner.name: seeds * 32 + vectors * 4 * 1000 for owner in cluster.data_owners}
+    shares = aggregation.held_tensors(aggregation.share(owner_updates(cluster, size=10), metric_count=0))
+    assert {share.dtype for share in shares} == {tf.int32}
 
 
 def test_additive_shares_are_seeds_expanded_on_their_holders_and_look_random(cluster):

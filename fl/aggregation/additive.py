@@ -20,6 +20,7 @@ recovery as in Bonawitz et al.'s SecAgg).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -27,7 +28,7 @@ from fl import secure_random
 from fl.aggregation import fixedpoint
 from fl.aggregation.base import DEFAULT_MAX_CLIPPED_FRACTION, Aggregation
 from fl.aggregation.fixedpoint import METRIC_FRACTIONAL_BITS, Ring
-from fl.cluster import Player
+from fl.cluster import Cluster, Player
 
 SEED_BYTES = 4 * secure_random.SEED_WORDS
 
@@ -50,6 +51,11 @@ class AdditiveSecureAverage(Aggregation):
             raise ValueError(f"additive sharing needs at least 2 compute players, got {len(compute_players)}")
         self.compute_players = list(compute_players)
         self.ring = ring or fixedpoint.choose_ring(self.value_range, len(self.compute_players))
+
+    @classmethod
+    def from_cluster(cls, cluster: Cluster, **bounds: Any) -> AdditiveSecureAverage:
+        """The owners share among themselves: no compute servers needed."""
+        return cls(cluster.data_owners, cluster.model_owner, **bounds)
 
     @property
     def players(self) -> list[Player]:

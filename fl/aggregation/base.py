@@ -26,7 +26,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from fl.cluster import Player
+from fl.cluster import Cluster, Player
 from fl.errors import RangeError, UpdateMismatchError
 
 OUT_OF_RANGE_POLICIES = ("clip", "refuse")
@@ -66,6 +66,11 @@ class Aggregation(ABC):
         self.value_range = float(value_range)
         self.out_of_range = out_of_range
         self.max_clipped_fraction = float(max_clipped_fraction)
+
+    @classmethod
+    @abstractmethod
+    def from_cluster(cls, cluster: Cluster, **bounds: Any) -> Aggregation:
+        """Wired to the cluster's players as `fl train` and `fl bench` run it (fl/aggregation/registry.py)."""
 
     @property
     def players(self) -> list[Player]:

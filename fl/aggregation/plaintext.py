@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import tensorflow as tf
 
 from fl.aggregation.base import Aggregation
-from fl.cluster import Player
+from fl.cluster import Cluster, Player
 
 FLOAT32_BYTES = 4
 
@@ -16,6 +17,10 @@ class PlaintextAverage(Aggregation):
     """Not private: the receiver sees every owner's update. For tests and benchmarks."""
 
     name = "plaintext"
+
+    @classmethod
+    def from_cluster(cls, cluster: Cluster, **bounds: Any) -> PlaintextAverage:
+        return cls(cluster.model_owner, **bounds)
 
     def share(self, updates: Mapping[Player, tf.Tensor], metric_count: int) -> list[tf.Tensor]:
         with tf.device(self.output_receiver.device_name):

@@ -5,22 +5,44 @@ secret-shared on the owner's device; the compute servers run `add_n(...)` on sha
 `tfe.define_output` reconstructs the sum on the output receiver only, which divides it
 by the public number of owners (fl/aggregation/base.py). Dividing on shares instead would cost a truncation
 protocol among the servers and reveal nothing more. Pond runs on two servers plus a
-crypto producer, ABY3 on three servers; both share in tfe's 64-bit ring with 16
-fractional bits (tfe's `fixed64_heuristic`), which an addition never overflows.
+crypto producer, ABY3 on three servers. Both share in Z/2^32 with 16 fractional and 14
+integral bits (`SUM_RING`): tfe's own 64-bit configurations keep room for products and their
+truncation, which a sum never makes, so a 32-bit ring holds more range per value (±2^14 over
+all owners against `fixed64_heuristic`'s ±2^11) at half the bytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import io
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import tensorflow as tf
 import tf_encrypted as tfe
-from tf_encrypted.tensor.fixed import fixed64_heuristic
+from tf_encrypted.tensor.fixed import FixedpointConfig
 
 from fl import secure_random
 from fl.aggregation.additive import SEED_BYTES
 from fl.aggregation.base import DEFAULT_MAX_CLIPPED_FRACTION, Aggregation
-from fl.cluster import Player
+from fl.cluster import Cluster, Player
+
+# tfe warns (print) that this ring is too small for truncation: true, and no sum truncates
+SUM_RING = FixedpointConfig(
+    scaling_base=2,
+    nbits=32,
+    precision_integral=14,
+    precision_fractional=16,
+    matmul_threshold=1,
+    truncation_gap=0,
+    use_noninteractive_truncation=False,
+)
+
+
+def _quietly(build: Callable[[], tfe.protocol.Protocol]) -> tfe.protocol.Protocol:
+    """tfe prints its ring warnings to stdout, where `fl train` writes its progress."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return build()
 
 
 class TfeProtocolAverage(Aggregation):
@@ -116,6 +138,11 @@ class PondSecureAverage(TfeProtocolAverage):
             raise ValueError(f"Pond needs exactly 2 servers, got {len(servers)}")
         super().__init__([*servers, crypto_producer], output_receiver, value_range, out_of_range, max_clipped_fraction)
 
+    @classmethod
+    def from_cluster(cls, cluster: Cluster, **bounds: Any) -> PondSecureAverage:
+        server_0, server_1, producer = cluster.compute_servers[:3]
+        return cls([server_0, server_1], producer, cluster.model_owner, **bounds)
+
     # tfe's Pond._share: one seed to one server, the masked secret to the other
     shared_seeds, shared_vectors = 1, 1
 
@@ -125,11 +152,13 @@ class PondSecureAverage(TfeProtocolAverage):
 
     def make_protocol(self) -> tfe.protocol.Protocol:
         server_0, server_1, producer = self.servers
-        return tfe.protocol.Pond(
-            server_0=server_0.name,
-            server_1=server_1.name,
-            triple_source=tfe.get_config().get_player(producer.name),
-            fixedpoint_config=fixed64_heuristic,
+        return _quietly(
+            lambda: tfe.protocol.Pond(
+                server_0=server_0.name,
+                server_1=server_1.name,
+                triple_source=tfe.get_config().get_player(producer.name),
+                fixedpoint_config=SUM_RING,
+            )
         )
 
 
@@ -150,6 +179,10 @@ class ABY3SecureAverage(TfeProtocolAverage):
             raise ValueError(f"ABY3 needs exactly 3 servers, got {len(servers)}")
         super().__init__(servers, output_receiver, value_range, out_of_range, max_clipped_fraction)
 
+    @classmethod
+    def from_cluster(cls, cluster: Cluster, **bounds: Any) -> ABY3SecureAverage:
+        return cls(cluster.compute_servers[:3], cluster.model_owner, **bounds)
+
     # tfe's ABY3._share: two seeds to two servers each, the masked secret to two servers
     shared_seeds, shared_vectors = 4, 2
 
@@ -158,4 +191,4 @@ class ABY3SecureAverage(TfeProtocolAverage):
         return self.protocol.default_factory
 
     def make_protocol(self) -> tfe.protocol.Protocol:
-        return tfe.protocol.ABY3(*(server.name for server in self.servers), fixedpoint_config=fixed64_heuristic)
+        return _quietly(lambda: tfe.protocol.ABY3(*(server.name for server in self.servers), fixedpoint_config=SUM_RING))

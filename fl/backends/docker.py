@@ -67,7 +67,8 @@ IMAGE_TARGETS = ("player", "driver", "sidecar", "prometheus")
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 COMPOSE_DIR = "compose"  # in the state directory: the rendered compose.yaml, cluster.json, prometheus.yml and PKI
 PKI_DIR = "pki"  # under COMPOSE_DIR: one directory per identity, each mounted into its own sidecar only
-HEALTHY_WITHIN_SECONDS = 420.0  # seven TF servers import TensorFlow at once on two cores
+# every player imports TensorFlow at once, on two cores here: start-up time grows with the number of players
+STARTUP_SECONDS_PER_PLAYER = 40
 
 
 def compose_command() -> list[str]:
@@ -143,8 +144,7 @@ def render_compose(cluster: Cluster, image: str = IMAGE, grafana: bool = False, 
             "entrypoint": ["sh", "-c"],
             "command": [command],
             "environment": {"FL_PORT": str(PLAYER_PORT)},
-            # TF takes a while to import when seven containers start on two cores
-            "healthcheck": _port_answers(PLAYER_PORT, start_period="300s"),
+            "healthcheck": _port_answers(PLAYER_PORT, startup_seconds(cluster)),
         }
         if not mesh:  # for `fl bench` network profiles (tc as root via docker exec); with TLS the sidecar's link is shaped
             service["cap_add"] = ["NET_ADMIN"]
@@ -201,17 +201,24 @@ def render_sidecar(cluster: Cluster, identity: str, image: str, cluster_mount: s
         "networks": {NETWORK: {}, link_network(identity): {"aliases": peers}},
         "cap_add": ["NET_ADMIN"],  # `fl bench` shapes this link with tc (docker exec as root)
         "depends_on": {identity: {"condition": "service_started"}},
-        "healthcheck": _port_answers(SIDECAR_METRICS_PORT, start_period="120s"),
+        "healthcheck": _port_answers(SIDECAR_METRICS_PORT, startup_seconds(cluster)),
     }
 
 
-def _port_answers(port: int, start_period: str) -> dict:
+def startup_seconds(cluster: Cluster) -> int:
+    """How long a cluster may take to come up before a silent container counts as unhealthy."""
+    return max(300, STARTUP_SECONDS_PER_PLAYER * len(cluster.players))
+
+
+def _port_answers(port: int, start_period: int) -> dict:
+    """bash's /dev/tcp rather than a Python probe: dozens of interpreters starting every few seconds on a loaded
+    machine miss their timeout and mark healthy containers unhealthy (seen with 8 owners on 2 cores)."""
     return {
-        "test": ["CMD", "python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {port}), 1)"],
+        "test": ["CMD", "bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port}"],
         "interval": "3s",
-        "timeout": "2s",
-        "retries": 5,
-        "start_period": start_period,
+        "timeout": "10s",
+        "retries": 10,
+        "start_period": f"{start_period}s",
     }
 
 
@@ -397,14 +404,15 @@ class DockerBackend(Backend):
         write_project(self.directory, settings.owners, dataset, grafana=grafana, tls=tls, prometheus_port=_prometheus_port())
         Path("results").mkdir(exist_ok=True)
         compose(self.project, self.directory, "up", "-d", "--remove-orphans")
-        self._wait_healthy()
-        return Cluster.load(self.cluster_file)
+        cluster = Cluster.load(self.cluster_file)
+        self._wait_healthy(startup_seconds(cluster) + 120)
+        return cluster
 
     def _services(self) -> list[str]:
         """The Compose services of the project that have a container, running or not."""
         return sorted(set(_labelled(self.project, "ps", "-a", "--format", '{{.Label "com.docker.compose.service"}}')))
 
-    def _wait_healthy(self, timeout: float = HEALTHY_WITHIN_SECONDS) -> None:
+    def _wait_healthy(self, timeout: float) -> None:
         services = self._services()
         deadline = time.monotonic() + timeout
         while True:

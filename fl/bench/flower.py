@@ -65,6 +65,7 @@ def measure(aggregation: str, clients: int, size: int, rounds: int, warmup: int,
         "protocol_bytes_per_owner": statistics.fmean(b for record in measured for b in record["sent_bytes_per_client"]),
         "minimum_bytes_per_owner": ELEMENT_BYTES * size,
         "wire_bytes_per_owner": None,
+        "wire_bytes_per_server": None,
         "backend": "local",
     }
 

@@ -20,10 +20,10 @@ import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
 
 from fl.aggregation.plaintext import FLOAT32_BYTES
-from fl.cluster import OWN_NAMESPACE, Cluster
+from fl.aggregation.registry import make_aggregation
+from fl.cluster import COMPUTE_SERVER, OWN_NAMESPACE, Cluster, Player
 from fl.connection import connect
 from fl.rounds import CompiledAverage
-from fl.train import make_aggregation
 
 UPDATE_RANGE = 4.0
 FRAMEWORK = "fl-testbed"
@@ -37,19 +37,19 @@ def owner_updates(cluster: Cluster, size: int) -> dict:
     return updates
 
 
-def wire_sent_bytes(cluster: Cluster) -> dict[str, float] | None:
-    """Each data owner's transmitted bytes from its own exporter; None where players share the host's interfaces."""
+def wire_sent_bytes(cluster: Cluster, players: list[Player]) -> dict[str, float] | None:
+    """Each player's transmitted bytes from its own exporter; None where players share the host's interfaces."""
     if cluster.metrics is None or cluster.metrics.wire_bytes != OWN_NAMESPACE:
         return None
     sent = {}
-    for owner in cluster.data_owners:
-        address = cluster.metrics.players[owner.name]
+    for player in players:
+        address = cluster.metrics.players[player.name]
         with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
             text = response.read().decode()
         families = {family.name: family for family in text_string_to_metric_families(text)}
         if "fl_player_network_transmit_bytes" not in families:
             return None
-        sent[owner.name] = sum(sample.value for sample in families["fl_player_network_transmit_bytes"].samples)
+        sent[player.name] = sum(sample.value for sample in families["fl_player_network_transmit_bytes"].samples)
     return sent
 
 
@@ -57,21 +57,26 @@ def measure(cluster: Cluster, aggregation_name: str, size: int, rounds: int, war
     aggregation = make_aggregation(aggregation_name, cluster, value_range=2 * UPDATE_RANGE)
     updates = owner_updates(cluster, size)
     owners = cluster.data_owners
+    servers = [player for player in aggregation.players if player.role == COMPUTE_SERVER]
     compiled = CompiledAverage(aggregation, owners, size)
     seconds = []
     before = None
     for index in range(warmup + rounds):
         if index == warmup:
-            before = wire_sent_bytes(cluster)
+            before = wire_sent_bytes(cluster, owners + servers)
         started = time.perf_counter()
         report = compiled(updates)  # the round is over once the receiver holds the mean
         if not report.accepted:
             raise RuntimeError(f"{aggregation_name} refused the benchmark's updates: {compiled.refusal(report)}")
         if index >= warmup:
             seconds.append(time.perf_counter() - started)
-    after = wire_sent_bytes(cluster)
+    after = wire_sent_bytes(cluster, owners + servers)
     protocol = aggregation.expected_bytes(owners, size)
     wire = None if before is None or after is None else {name: (after[name] - before[name]) / rounds for name in before}
+
+    def mean_wire(players: list[Player]) -> float | None:
+        return None if wire is None or not players else statistics.fmean(wire[player.name] for player in players)
+
     return {
         "framework": FRAMEWORK,
         "aggregation": aggregation_name,
@@ -83,7 +88,8 @@ def measure(cluster: Cluster, aggregation_name: str, size: int, rounds: int, war
         "protocol_bytes_per_owner": statistics.fmean(protocol[o.name] for o in owners),
         "minimum_bytes_per_owner": aggregation.minimum_sent_bytes(size),
         "plaintext_bytes_per_owner": FLOAT32_BYTES * size,
-        "wire_bytes_per_owner": None if wire is None else statistics.fmean(wire.values()),
+        "wire_bytes_per_owner": mean_wire(owners),
+        "wire_bytes_per_server": mean_wire(servers),
         "backend": cluster.backend,
         "links": "mutual_tls" if cluster.mesh else "plaintext",
     }

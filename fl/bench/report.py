@@ -70,23 +70,24 @@ def link_limits(rows: list[dict]) -> list[dict]:
 def markdown(rows: list[dict]) -> str:
     lines = [
         "| network | links | framework | aggregation | owners | parameters | median s | p95 s | vs plaintext "
-        "| TLS cost | protocol B/owner | vs plaintext B | min B/owner | wire B/owner |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| TLS cost | protocol B/owner | vs plaintext B | min B/owner | wire B/owner | wire B/server |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(rows, key=lambda r: (r["profile"], r["size"], r["owners"], r["framework"], r["aggregation"], r["links"])):
         wire = "n/a (shared host)" if r["wire_bytes_per_owner"] is None else f"{r['wire_bytes_per_owner']:,.0f}"
+        server_wire = "" if r["wire_bytes_per_server"] is None else f"{r['wire_bytes_per_server']:,.0f}"
         tls = "" if r["latency_vs_plaintext_links"] is None else f"{r['latency_vs_plaintext_links']:.2f}x"
         bytes_ratio = r["protocol_bytes_per_owner"] / (FLOAT32_BYTES * r["size"])
         lines.append(
             f"| {r['profile']} | {r['links']} | {r['framework']} | {r['aggregation']} | {r['owners']} | {r['size']:,} "
             f"| {r['median_seconds']:.4f} | {r['p95_seconds']:.4f} "
             f"| {r['latency_vs_plaintext']:.2f}x | {tls} | {r['protocol_bytes_per_owner']:,.0f} | {bytes_ratio:.2f}x "
-            f"| {r['minimum_bytes_per_owner']:,} | {wire} |"
+            f"| {r['minimum_bytes_per_owner']:,} | {wire} | {server_wire} |"
         )
     for limit in link_limits(rows):
         lines.append(
             f"| {limit['profile']} | | | link limit ({limit['rate_mbit']:g} Mbit/s) | {limit['owners']} | {limit['size']:,} "
-            f"| {limit['seconds']:.4f} | | | | {FLOAT32_BYTES * limit['size']:,} | 1.00x | | |"
+            f"| {limit['seconds']:.4f} | | | | {FLOAT32_BYTES * limit['size']:,} | 1.00x | | | |"
         )
     return "\n".join(lines) + "\n"
 

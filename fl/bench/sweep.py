@@ -19,10 +19,10 @@ from pathlib import Path
 import tensorflow as tf
 
 from fl import backends
+from fl.aggregation.registry import AGGREGATIONS
 from fl.backends import Backend, UpSettings
 from fl.bench import flower, netem
 from fl.bench.netem import PROFILES
-from fl.cluster import AGGREGATIONS
 from fl.errors import FLError
 
 

@@ -21,8 +21,8 @@ import tensorflow as tf
 
 import fl
 from fl import secure_random
+from fl.aggregation.registry import make_aggregation
 from fl.rounds import CompiledAverage
-from fl.train import make_aggregation
 
 size, update_seed = int(sys.argv[1]), int(sys.argv[2])
 cluster = fl.connect("/etc/fl/cluster.json")

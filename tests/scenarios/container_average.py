@@ -6,8 +6,8 @@ import numpy as np
 import tensorflow as tf
 
 import fl
+from fl.aggregation.registry import make_aggregation
 from fl.rounds import CompiledAverage
-from fl.train import make_aggregation
 
 SIZE = 5000
 

@@ -11,10 +11,11 @@ import time
 import numpy as np
 
 import fl
+from fl.aggregation.registry import make_aggregation
 from fl.backends import local
 from fl.backends.local import StateDir
 from fl.errors import FLError
-from fl.train import build_classifier, make_aggregation
+from fl.train import build_classifier
 
 
 def main(state_root: str, victim: str) -> None:

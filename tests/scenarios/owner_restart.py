@@ -13,8 +13,9 @@ import numpy as np
 import tensorflow as tf
 
 import fl
+from fl.aggregation.registry import make_aggregation
 from fl.errors import FLError
-from fl.train import build_classifier, make_aggregation
+from fl.train import build_classifier
 
 
 def wait_for(signal: str) -> None:

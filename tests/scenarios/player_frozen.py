@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 import fl
+from fl.aggregation.registry import make_aggregation
 from fl.backends.local import StateDir
 from fl.errors import FLError
-from fl.train import build_classifier, make_aggregation
+from fl.train import build_classifier
 
 ROUND_TIMEOUT = 30.0
 faulthandler.dump_traceback_later(240, exit=True)  # a hang shows every thread's stack, then ends the run
