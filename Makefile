@@ -15,7 +15,7 @@ AGGREGATION ?= additive
 EPOCHS ?= 10
 DATASET ?= digits
 # every other `fl train` setting, forwarded when set: make train LEARNING_RATE=0.1 ALGORITHM=fedsgd
-TRAIN_SETTINGS := ROUNDS_PER_EPOCH BATCH_SIZE LOCAL_EPOCHS LEARNING_RATE ALGORITHM VALUE_RANGE OUT_OF_RANGE MAX_CLIPPED_FRACTION SEED ROUND_TIMEOUT
+TRAIN_SETTINGS := ROUNDS_PER_EPOCH BATCH_SIZE LOCAL_EPOCHS LEARNING_RATE ALGORITHM VALUE_RANGE OUT_OF_RANGE MAX_CLIPPED_FRACTION SEED ROUND_TIMEOUT MIN_OWNERS SAVE
 train_flag = $(if $($(1)),--$(subst _,-,$(shell echo $(1) | tr A-Z a-z)) $($(1)))
 # docker backend: mutual TLS through a sidecar per player unless TLS=off (for measuring what it costs)
 TLS ?= on

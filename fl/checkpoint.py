@@ -12,7 +12,10 @@ middle of a write leaves the other slot, one round older, intact.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
@@ -23,6 +26,7 @@ from fl.errors import FLError, first_line
 SLOTS = ("a", "b")
 DIRECTORY = "checkpoints"
 FINGERPRINT_BUCKETS = 2**62
+MEMORY_DIR = "/dev/shm"
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,25 @@ class ModelOwnerCheckpoints:
         with tf.device(self.model_owner.device_name):
             for weights, value in zip(self.model.weights, values):
                 weights.assign(value)
+
+    def export(self, path: str) -> str:
+        """The model in Keras format on the model owner: `path` there, relative to its data directory unless absolute.
+
+        Keras writes only to a local file, so the archive is put together in the driver's memory
+        (a RAM-backed directory where the host has one, removed at once); an op placed on the model
+        owner writes it. Returns where the file is on the model owner.
+        """
+        target = path if path.startswith("/") else f"{self.model_owner.data_dir.rstrip('/')}/{path}"
+        with tempfile.TemporaryDirectory(dir=MEMORY_DIR if os.path.isdir(MEMORY_DIR) else None) as scratch:
+            local = Path(scratch) / "model.keras"
+            self.model.save(local)
+            archive = local.read_bytes()
+        try:
+            with tf.device(self.model_owner.device_name):
+                tf.io.write_file(target, tf.constant(archive))
+        except tf.errors.OpError as error:
+            raise FLError(f"could not write {target} on {self.model_owner.name}: {first_line(error.message)}") from None
+        return target
 
     def _read_manifest(self, slot: str) -> dict | None:
         try:

@@ -16,6 +16,7 @@ from fl.errors import FLError
 from fl.phases import DEFAULT_ROUND_TIMEOUT
 
 DEFAULT_OWNERS = 3
+KERAS_SUFFIX = ".keras"  # what Keras 2.12 saves in its own format
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,9 +129,22 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_ROUND_TIMEOUT,
         help=f"seconds a round may take before it fails, naming the players that do not answer "
-        f"(default {DEFAULT_ROUND_TIMEOUT:g}); the model stays unchanged",
+        f"(default {DEFAULT_ROUND_TIMEOUT:g}); owners deliver their updates within half of it; the model stays unchanged",
+    )
+    train.add_argument(
+        "--min-owners",
+        type=int,
+        help="the quorum: a round averages the owners that delivered by the local-training deadline if at least "
+        "this many did, and names the others (default: every owner)",
     )
     train.add_argument("--json", help="write a JSON summary here (also when the run fails or is interrupted)")
+    train.add_argument(
+        "--save",
+        metavar="PATH",
+        type=_keras_path,
+        help="write the final model in Keras format on the model owner (relative to its data directory: "
+        "/data in its container volume)",
+    )
     train.add_argument(
         "--resume", action="store_true", help="continue from the last round checkpointed on the model owner (same settings)"
     )
@@ -344,11 +358,18 @@ def _train(args) -> int | None:
         seed=args.seed,
         resume=args.resume,
         round_timeout=args.round_timeout,
+        min_owners=args.min_owners,
     )
     with driver_lock.hold(str(config)):
-        summary = train(str(config), settings, args.json, args.insecure_randomness)
+        summary = train(str(config), settings, args.json, args.insecure_randomness, args.save)
     rounds = f"{summary['rounds']} rounds" + (f", mean round {summary['mean_round_seconds']:.3f}s" if summary["rounds"] else "")
     print(f"{summary['aggregation']}: test accuracy {summary['test_accuracy']:.4f}, loss {summary['test_loss']:.4f}, {rounds}")
+
+
+def _keras_path(path: str) -> str:
+    if not path.endswith(KERAS_SUFFIX):
+        raise argparse.ArgumentTypeError(f"{path!r}: the Keras format's files end in {KERAS_SUFFIX}, e.g. model.keras")
+    return path
 
 
 def _without_options(argv: list[str], options: tuple[str, ...]) -> list[str]:

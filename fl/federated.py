@@ -48,8 +48,9 @@ class FederatedLearning:
         seed: int = 0,
         round_listeners: Sequence[RoundListener] = (),
         round_timeout: float = DEFAULT_ROUND_TIMEOUT,
+        min_owners: int | None = None,
     ) -> None:
-        """`round_timeout` bounds each round (fl/rounds.py)."""
+        """`round_timeout` bounds each round; `min_owners` is the quorum of a round, default every owner (fl/rounds.py)."""
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm={algorithm!r}; use one of {', '.join(ALGORITHMS)}")
         cluster = connection.current()
@@ -70,6 +71,7 @@ class FederatedLearning:
         self.server_learning_rate = server_learning_rate
         self.seed = seed
         self.round_timeout = round_timeout
+        self.min_owners = min_owners
         self.round_results: list[RoundResult] = []  # this process's rounds
         self.completed_rounds = 0  # the model's rounds, a resumed run's earlier ones included
         self._resumed_rounds = 0  # rounds the next fit skips: done before a checkpoint was restored
@@ -207,6 +209,9 @@ class FederatedLearning:
                 self.aggregation.value_range,
                 listed,
             )
+        if result.dropped:
+            listed = ", ".join(f"{owner} ({reason})" for owner, reason in result.dropped.items())
+            logger.warning("round %d: averaged %d owners without %s", index, len(result.participants), listed)
         for listener in self.round_listeners:
             listener.round_completed(result)
         return result
@@ -248,6 +253,7 @@ class FederatedLearning:
                 self.server_learning_rate,
                 self.seed,
                 self.round_timeout,
+                self.min_owners,
             )
         return self._runners[key]
 

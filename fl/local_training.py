@@ -72,7 +72,7 @@ class OwnerTrainer:
             self.optimizer.build(self.replica.trainable_variables)
         self._train = tf.function(self._local_round)
 
-    def update(self, global_weights: list[tf.Tensor], round_seed: int) -> tf.Tensor:
+    def update(self, global_weights: list[tf.Tensor], round_seed: tf.Tensor) -> tf.Tensor:
         """Train from `global_weights`; return [delta..., mean metrics] on the owner's device.
 
         The weights are copied onto the owner before the call: a function whose inputs sit on
@@ -82,7 +82,7 @@ class OwnerTrainer:
         try:
             with tf.device(self.owner.device_name):
                 local_weights = [tf.identity(weights) for weights in global_weights]
-                return self._train(local_weights, tf.constant(round_seed, tf.int64))
+                return self._train(local_weights, round_seed)
         except ValueError as error:
             raise UpdateMismatchError(
                 f"{self.owner.name}: its model does not match the model owner's weights "

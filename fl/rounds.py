@@ -1,27 +1,34 @@
 """One federated round, orchestrated by the driver in two compiled stages.
 
-1. Training: the model owner's weights go to every data owner, and each owner
-   trains its replica locally. Remote calls return at once, so the owners'
-   transfers and training overlap.
-2. Aggregation: one compiled call runs range check, sharing, secure sum, reveal and
-   division (fl/aggregation/base.py), then the model update on the model owner,
-   which assigns the new weights only if the round was accepted and they are
-   finite. A round that fails or is refused anywhere leaves the weights exactly as
-   they were; the driver reads back one small report vector.
+1. Training: each data owner runs one compiled call that reads the model owner's
+   weights, trains its replica locally and keeps the update in a variable on the
+   owner, returning only its clock's stamp. The calls run at once, one driver thread
+   each, so the owners' transfers and training overlap.
+2. Aggregation: one compiled call reads the updates where they are kept and runs
+   range check, sharing, secure sum, reveal and division (fl/aggregation/base.py),
+   then the model update on the model owner, which adds the average only if the
+   round was accepted and the weights stay finite. A round that fails or is refused
+   anywhere leaves the weights exactly as they were; the driver reads back one small
+   report vector.
 
-Every round has a deadline (`round_timeout`): the driver waits for the round on its
-own thread until then, probing the players every few seconds, so a dead or hung player
-fails the round early, by name. The model owner applies the average only while its own
-clock is before the deadline, so a call still pending when the driver gives up can
-never change the model later. When a round fails, every player is probed at once and
-those that do not answer are named.
+Every round has a deadline (`round_timeout`), and its first half is the local-training
+deadline. With a quorum (`min_owners` below the number of owners), owners that have not
+delivered by then (hung, dead, slow) are left out of the round and named, and the others
+are averaged; sharing starts only after that, so nobody is lost mid-protocol for being
+slow. Without one, such an owner fails the round. While it waits, the driver probes the
+players every few seconds, so a dead or hung player is found early, by name. The model
+owner applies the average only while its own clock is before the deadline, so a call still
+pending when the driver gives up can never change the model later. An owner still busy
+with an earlier round's call sits out until that call ends.
 
-The graphs are built with `tf.compat.v1.wrap_function`, once per runner, never per
-round: functions registered on remote workers are never released, so tracing each
-round would grow the players' memory. Not `tf.function`: its automatic control
-dependencies add a node on the caller, the driver, which the players cannot reach
-on the mesh. Each graph has one output, on a player, which waits for every
-stateful op.
+The graphs are built with `tf.compat.v1.wrap_function`, once per runner (and per set of
+delivering owners), never per round: functions registered on remote workers are never
+released, so tracing each round would grow the players' memory. Not `tf.function`: its
+automatic control dependencies add a node on the caller, the driver, which the players
+cannot reach on the mesh. Each graph has one output, on a player, which waits for every
+stateful op. The driver only ever reads those outputs (`.numpy()`, which lets other threads
+run while it waits): touching a hung owner's pending tensors otherwise can block the
+whole driver.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from fl.aggregation.base import Aggregation, Averaged
-from fl.cluster import Cluster, Player, require_reachable, unreachable
+from fl.cluster import MIN_DATA_OWNERS, Cluster, Player, unreachable
 from fl.errors import DeadlineExceededError, FLError, RangeError, RoundFailedError, first_line
 from fl.local_training import OwnerTrainer, TrainingSpec
 from fl.phases import DEFAULT_ROUND_TIMEOUT, STAGES
@@ -48,6 +55,8 @@ DRIVER_DEVICE = "/job:localhost/replica:0/task:0/device:CPU:0"
 CLOCK_MARGIN = 1.0
 # while a round runs longer than this, its players are probed this often
 PROBE_INTERVAL = 2.0
+# owners deliver their updates within this share of a round's deadline (the local-training deadline)
+TRAINING_SHARE = 0.5
 
 
 @dataclass
@@ -59,6 +68,8 @@ class RoundResult:
     clipped: dict[str, int] = field(default_factory=dict)
     expected_bytes: dict[str, int] = field(default_factory=dict)
     owner_training_seconds: dict[str, float] = field(default_factory=dict)
+    participants: list[str] = field(default_factory=list)  # the owners whose updates were averaged
+    dropped: dict[str, str] = field(default_factory=dict)  # owners left out of the round, with the reason
 
 
 class RoundListener(Protocol):
@@ -115,8 +126,10 @@ OUTCOME_FLAGS = ("weights_finite", "in_time")
 class BackgroundCall:
     """A call on its own daemon thread, awaited with a deadline: a hung player must not hang the driver."""
 
-    def __init__(self, function: Callable[..., Any], *args: Any) -> None:
+    def __init__(self, function: Callable[..., Any], *args: Any, finished: threading.Event | None = None) -> None:
+        """`finished` is set when the call ends, so one thread can wait for the first of several calls."""
         self._outcome: tuple[Any, BaseException | None] | None = None
+        self._finished = finished
         self._thread = threading.Thread(target=self._run, args=(function, args), daemon=True)
         self._thread.start()
 
@@ -125,6 +138,8 @@ class BackgroundCall:
             self._outcome = (function(*args), None)
         except BaseException as error:  # handed to the waiting thread
             self._outcome = (None, error)
+        if self._finished is not None:
+            self._finished.set()
 
     def wait(self, seconds: float | None = None) -> bool:
         """Whether the call ended within `seconds` (None: however long it takes)."""
@@ -174,7 +189,8 @@ class CompiledAverage:
 
 
 class RoundRunner:
-    """Runs rounds over `trainers`: each owner's replica, made in its first round's thread, so a hung owner costs the deadline."""
+    """Runs rounds over `trainers`: each owner's replica and compiled training call are made in its first round's
+    thread, so a hung owner costs the deadline, not the driver."""
 
     def __init__(
         self,
@@ -186,9 +202,18 @@ class RoundRunner:
         server_learning_rate: float,
         seed: int,
         round_timeout: float = DEFAULT_ROUND_TIMEOUT,
+        min_owners: int | None = None,
     ) -> None:
+        """`min_owners`: the quorum, the fewest owners whose updates a round averages (default: every owner)."""
         if not round_timeout > 0:
             raise FLError(f"round_timeout must be > 0 seconds, got {round_timeout:g}")
+        owners = len(trainers)
+        min_owners = owners if min_owners is None else min_owners
+        if not MIN_DATA_OWNERS <= min_owners <= owners:
+            raise FLError(
+                f"min_owners={min_owners}: a round averages at least {MIN_DATA_OWNERS} owners "
+                f"and at most the {owners} training; pass a number in between"
+            )
         self.cluster = cluster
         self.model = model
         self.model_owner = cluster.model_owner
@@ -198,14 +223,19 @@ class RoundRunner:
         self.server_learning_rate = server_learning_rate
         self.seed = seed
         self.round_timeout = round_timeout
+        self.min_owners = min_owners
         self.sizes = [int(np.prod(v.shape)) for v in model.weights]
+        self._building = threading.Lock()  # replicas and traces are made one at a time, in the owners' threads
+        self._training_calls: dict[Player, Callable[..., tf.Tensor]] = {}
+        self._updates: dict[Player, tf.Variable] = {}  # each owner's latest update, kept on the owner
         self._replicas: dict[Player, OwnerTrainer] = {}
-        self._late_rounds: list[BackgroundCall] = []  # rounds the driver gave up on
-        self._aggregate_and_apply: Callable[..., tf.Tensor] | None = None
+        self._busy: dict[Player, BackgroundCall] = {}  # training calls that missed their deadline, still running
+        self._late_rounds: list[BackgroundCall] = []  # aggregation calls the driver gave up on
+        self._aggregation_stages: dict[tuple[Player, ...], Callable[..., tf.Tensor]] = {}
 
     @property
     def players(self) -> list[Player]:
-        """Everyone a round needs: the model owner, the training owners, the aggregation's players."""
+        """Everyone a round can involve: the model owner, the training owners, the aggregation's players."""
         return list(dict.fromkeys([self.model_owner, *self.trainers, *self.aggregation.players]))
 
     @property
@@ -216,13 +246,24 @@ class RoundRunner:
     def update_size(self) -> int:
         return sum(self.sizes) + self.metric_count
 
+    @property
+    def training_timeout(self) -> float:
+        """Owners deliver their updates within this share of the round's deadline; the rest is aggregation's."""
+        return self.round_timeout * TRAINING_SHARE
+
     def run(self, index: int) -> RoundResult:
-        require_reachable(self.players)
-        deadline = time.time() + self.round_timeout
-        call = BackgroundCall(self._run, index, deadline)
+        started = time.time()
+        deadline = started + self.round_timeout
         try:
-            self._await(call, deadline)
-            return call.result()
+            stamps, dropped = self._train(index, started)
+            delivered = list(stamps)
+            aggregation = self.aggregation.for_owners(delivered)
+            stage = self._aggregation_stage(tuple(delivered), aggregation)
+            call = BackgroundCall(self._aggregate, stage, deadline)
+            self._await(call, deadline, [self.model_owner, *delivered, *aggregation.players])
+            return self._result(
+                index, started, Report.unpack(call.result(), delivered, OUTCOME_FLAGS), aggregation, stamps, dropped
+            )
         except tf.errors.OpError as error:
             failure = f"{self._culprits()} ({first_line(error.message)})"
         except DeadlineExceededError as error:
@@ -231,14 +272,115 @@ class RoundRunner:
             raise RoundFailedError(f"round {index} refused: {error}; the model owner's weights are unchanged") from None
         raise RoundFailedError(f"round {index} failed: {failure}; the model owner's weights are unchanged")
 
-    def _await(self, call: BackgroundCall, deadline: float) -> None:
-        """Until the deadline, probing every player each PROBE_INTERVAL: a dead or hung player fails the round early.
+    def _train(self, index: int, started: float) -> tuple[dict[Player, float], dict[str, str]]:
+        """Stage 1: every available owner trains; returns when each has delivered, been dropped, or the
+        local-training deadline passed. Owners left out are named with the reason; fewer than the quorum fail the round.
+        """
+        training_deadline = started + self.training_timeout
+        dropped: dict[str, str] = {}
+        for owner, call in list(self._busy.items()):
+            if call.wait(0):
+                del self._busy[owner]
+            else:
+                dropped[owner.name] = "still training an earlier round"
+        silent = unreachable([player for player in self.players if player not in self._busy])
+        self._require_answering(silent)
+        dropped |= {owner.name: "not answering" for owner in silent}
+        finished = threading.Event()
+        round_seed = self.seed * 100_003 + index
+        with tf.device(self.model_owner.device_name):  # this round's weights, a data dependency of every owner's call
+            global_weights = [tf.identity(variable) for variable in self.model.weights]
+        calls = {
+            owner: BackgroundCall(self._deliver, owner, global_weights, round_seed, finished=finished)
+            for owner in self.trainers
+            if owner.name not in dropped
+        }
+        stamps: dict[Player, float] = {}
+        next_probe = time.time() + PROBE_INTERVAL
+        try:
+            while calls and time.time() < training_deadline and len(stamps) + len(calls) >= self.min_owners:
+                finished.wait(max(min(next_probe, training_deadline) - time.time(), 0.0))
+                finished.clear()
+                for owner, call in list(calls.items()):
+                    if call.wait(0):
+                        del calls[owner]
+                        try:
+                            stamps[owner] = float(call.result())
+                        except tf.errors.OpError as error:
+                            dropped[owner.name] = f"failed ({first_line(error.message)})"
+                if time.time() >= next_probe and calls:
+                    silent = unreachable([*calls, *(p for p in self.players if p not in self.trainers)])
+                    self._require_answering(silent)
+                    for owner in silent:
+                        self._busy[owner] = calls.pop(owner)
+                        dropped[owner.name] = "not answering"
+                    next_probe = time.time() + PROBE_INTERVAL
+        finally:  # an owner's call still running keeps it out of later rounds until it ends
+            late = time.time() >= training_deadline
+            for owner, call in calls.items():
+                self._busy[owner] = call
+                if late:
+                    dropped.setdefault(owner.name, f"no update within the {self.training_timeout:g} s local-training deadline")
+        if len(stamps) < self.min_owners:
+            reasons: dict[str, list[str]] = {}
+            for name, reason in dropped.items():
+                reasons.setdefault(reason, []).append(name)
+            failure = "; ".join(f"{reason}: {', '.join(names)}" for reason, names in reasons.items())
+            if self.min_owners < len(self.trainers):
+                failure = f"{len(stamps)} of {len(self.trainers)} owners delivered, the quorum is {self.min_owners}; {failure}"
+            raise DeadlineExceededError(failure)
+        ordered = [owner for owner in self.trainers if owner in stamps]  # the traced stage's order, whoever finished first
+        return {owner: stamps[owner] for owner in ordered}, dropped
+
+    def _require_answering(self, silent: list[Player]) -> None:
+        """A silent player that is not a data owner (the model owner, a compute server) fails the round."""
+        needed = [player.name for player in silent if player not in self.trainers]
+        if needed:
+            raise DeadlineExceededError("not answering: " + ", ".join(needed))
+
+    def _deliver(self, owner: Player, global_weights: list[tf.Tensor], round_seed: int) -> float:
+        """On the owner's thread: train from `global_weights`, keep the update on the owner, return when.
+
+        Every input of a compiled call is made where it is used, by an eager op: a compiled call is not
+        ordered after the eager ops issued before it, only after its inputs, and an input left on the driver
+        would have the player fetch it from the driver, which no player may reach on the mesh.
+        """
+        with self._building:
+            fresh = owner not in self._training_calls
+            if fresh:
+                self._training_calls[owner] = self._compile_training(owner)
+        if fresh:  # the replica's and optimizer's variables are initialised by eager ops: wait for them once
+            state = [*self._replicas[owner].replica.weights, *self._replicas[owner].optimizer.variables, self._updates[owner]]
+            with tf.device(owner.device_name):
+                tf.add_n([tf.reduce_sum(tf.cast(variable, tf.float64)) for variable in state]).numpy()
+        with tf.device(owner.device_name):
+            seed = tf.identity(tf.constant(round_seed, tf.int64))
+        return float(call_on_driver(self._training_calls[owner], *global_weights, seed))
+
+    def _compile_training(self, owner: Player) -> Callable[..., tf.Tensor]:
+        trainer = self._replicas[owner] = self.trainers[owner]()
+        with tf.device(owner.device_name):
+            self._updates[owner] = tf.Variable(tf.zeros([self.update_size]), trainable=False)
+
+        def train(*inputs: tf.Tensor) -> tf.Tensor:
+            update = trainer.update(list(inputs[:-1]), inputs[-1])
+            with tf.device(owner.device_name):
+                kept = self._updates[owner].assign(update)
+                with tf.control_dependencies([kept]):
+                    return tf.timestamp()
+
+        weights = [tf.TensorSpec(variable.shape, variable.dtype) for variable in self.model.weights]
+        return compiled(train, *weights, tf.TensorSpec([], tf.int64))
+
+    def _await(self, call: BackgroundCall, deadline: float, players: list[Player]) -> None:
+        """Until the deadline, probing `players` each PROBE_INTERVAL: a dead or hung player fails the round early.
 
         TF does not cancel a remote component function when another component's player dies, so
         without the probes a killed player would cost the whole deadline.
         """
+        players = list(dict.fromkeys(players))
         while not call.wait(min(PROBE_INTERVAL, deadline + CLOCK_MARGIN - time.time())):
-            silent = unreachable(self.players)
+            silent = unreachable(players)
             if silent or time.time() >= deadline + CLOCK_MARGIN:
                 self._late_rounds.append(call)
                 if silent:
@@ -246,80 +388,80 @@ class RoundRunner:
                 raise DeadlineExceededError(f"no result within its {self.round_timeout:g} s deadline; {self._culprits()}")
 
     def settle(self, seconds: float) -> None:
-        """Give the calls of rounds that missed their deadline up to `seconds` to end, e.g. before reconnecting."""
+        """Give the calls that missed their deadline up to `seconds` to end, e.g. before reconnecting."""
         until = time.time() + seconds
         self._late_rounds = [call for call in self._late_rounds if not call.wait(until - time.time())]
+        self._busy = {owner: call for owner, call in self._busy.items() if not call.wait(until - time.time())}
 
-    def _run(self, index: int, deadline: float) -> RoundResult:
-        """The round's calls; remote calls return at once, so the owners train at the same time."""
-        started = time.time()
-        owners = list(self.trainers)
-        with tf.device(self.model_owner.device_name):
-            global_weights = [tf.identity(variable) for variable in self.model.weights]
-            self._deadline.assign(deadline)
-        round_seed = self.seed * 100_003 + index
-        updates = [self._replica(owner).update(global_weights, round_seed) for owner in owners]
-        if self._aggregate_and_apply is None:
-            inputs = [tf.TensorSpec([self.update_size], tf.float32) for _ in owners]
-            self._aggregate_and_apply = compiled(self._aggregation_stage, *inputs)
-        report = Report.unpack(call_on_driver(self._aggregate_and_apply, *updates), owners, OUTCOME_FLAGS)
+    def _result(
+        self,
+        index: int,
+        started: float,
+        report: Report,
+        aggregation: Aggregation,
+        stamps: dict[Player, float],
+        dropped: dict[str, str],
+    ) -> RoundResult:
         returned = time.time()
         values = self.update_size - self.metric_count
         if not report.accepted:
-            raise RangeError(self.aggregation.refusal(report.clipped, report.finite, values))
+            raise RangeError(aggregation.refusal(report.clipped, report.finite, values))
         if not report.flags["weights_finite"]:
             raise FLError("the averaged update made the weights non-finite; lower the learning rate")
         if not report.flags["in_time"]:
             raise FLError(f"the average reached the model owner after the round's {self.round_timeout:g} s deadline")
-        metrics, updated_at = report.values[: self.metric_count], report.values[self.metric_count :]
-        trained = float(max(updated_at))
+        trained = max(stamps.values())
         ends = [trained, *(report.stage_ends[stage] for stage in STAGES), returned]
         phases = {"local_training": max(trained - started, 0.0)}
         phases |= {phase: max(end - begin, 0.0) for phase, begin, end in zip([*STAGES, "model_update"], ends, ends[1:])}
         return RoundResult(
             index=index,
-            metrics=dict(zip(self.spec.metric_names, map(float, metrics))),
+            metrics=dict(zip(self.spec.metric_names, map(float, report.values))),
             seconds=returned - started,
             phase_seconds=phases,
             clipped=report.clipped,
-            expected_bytes=self.aggregation.expected_bytes(owners, self.update_size),
-            owner_training_seconds={o.name: max(float(at) - started, 0.0) for o, at in zip(owners, updated_at)},
+            expected_bytes=aggregation.expected_bytes(list(stamps), self.update_size),
+            owner_training_seconds={owner.name: max(at - started, 0.0) for owner, at in stamps.items()},
+            participants=[owner.name for owner in stamps],
+            dropped=dropped,
         )
 
-    def _replica(self, owner: Player) -> OwnerTrainer:
-        if owner not in self._replicas:
-            self._replicas[owner] = self.trainers[owner]()
-        return self._replicas[owner]
-
-    @functools.cached_property
-    def _deadline(self) -> tf.Variable:
-        """The round's deadline, on the model owner: its own clock decides whether an average is still in time."""
+    def _aggregate(self, stage: Callable[..., tf.Tensor], deadline: float) -> np.ndarray:
+        """The round's deadline goes to the model owner, whose own clock decides whether the average is in time."""
         with tf.device(self.model_owner.device_name):
-            return tf.Variable(0.0, dtype=tf.float64, trainable=False)
+            deadline_there = tf.identity(tf.constant(deadline, tf.float64))
+        return call_on_driver(stage, deadline_there)
 
-    def _aggregation_stage(self, *updates: tf.Tensor) -> tf.Tensor:
-        """Traced once: average, then add the update on the model owner if accepted, finite and in time.
+    def _aggregation_stage(self, owners: tuple[Player, ...], aggregation: Aggregation) -> Callable[..., tf.Tensor]:
+        """Traced once per set of delivering owners (all of them, unless some were left out)."""
+        if owners not in self._aggregation_stages:
+            stage = functools.partial(self._aggregate_and_apply, owners, aggregation)
+            self._aggregation_stages[owners] = compiled(stage, tf.TensorSpec([], tf.float64))
+        return self._aggregation_stages[owners]
+
+    def _aggregate_and_apply(self, owners: tuple[Player, ...], aggregation: Aggregation, deadline: tf.Tensor) -> tf.Tensor:
+        """Average the updates kept on `owners`, then add the average on the model owner if accepted, finite and
+        before `deadline` by the model owner's own clock.
 
         Adding zero when not applied (rather than assigning the old value) keeps a late call from
-        undoing a later round. Each owner's clock stamps when its update was ready: its training's end.
+        undoing a later round.
         """
-        owners = list(self.trainers)
-        updated_at = []
-        for owner, update in zip(owners, updates):
-            with tf.device(owner.device_name), tf.control_dependencies([update]):
-                updated_at.append(tf.timestamp())
-        averaged = self.aggregation.average(dict(zip(owners, updates)), self.metric_count)
+        updates = {}
+        for owner in owners:
+            with tf.device(owner.device_name):
+                updates[owner] = self._updates[owner].read_value()
+        averaged = aggregation.average(updates, self.metric_count)
         with tf.device(self.model_owner.device_name):
             parts = tf.split(averaged.mean, [*self.sizes, self.metric_count])
             steps = [self.server_learning_rate * tf.reshape(delta, v.shape) for v, delta in zip(self.model.weights, parts)]
             weights_finite = tf.reduce_all(
                 [tf.reduce_all(tf.math.is_finite(v.read_value() + step)) for v, step in zip(self.model.weights, steps)]
             )
-            in_time = tf.timestamp() < self._deadline.read_value()
+            in_time = tf.timestamp() < deadline
             applied = averaged.accepted & weights_finite & in_time
             additions = [v.assign_add(tf.where(applied, step, tf.zeros_like(step))) for v, step in zip(self.model.weights, steps)]
             with tf.control_dependencies(additions):
-                return Report.pack(averaged, owners, [weights_finite, in_time], [parts[-1], tf.stack(updated_at)])
+                return Report.pack(averaged, list(owners), [weights_finite, in_time], [parts[-1]])
 
     def _culprits(self) -> str:
         """Who does not answer now, asked of every player rather than guessed from TF's message."""

@@ -38,6 +38,7 @@ class TrainSettings:
     verbose: int = 1
     resume: bool = False
     round_timeout: float = DEFAULT_ROUND_TIMEOUT
+    min_owners: int | None = None  # the quorum; None: every owner in every round
 
     @property
     def bounds(self) -> dict[str, Any]:
@@ -50,7 +51,7 @@ class TrainSettings:
 
 
 # how a run is carried out, not what it computes: a resumed run may change them
-RUN_ONLY_SETTINGS = ("epochs", "verbose", "resume", "round_timeout")
+RUN_ONLY_SETTINGS = ("epochs", "verbose", "resume", "round_timeout", "min_owners")
 
 
 def build_classifier(feature_size: int, num_classes: int, hidden_units: int, learning_rate: float) -> tf.keras.Model:
@@ -68,8 +69,17 @@ def build_classifier(feature_size: int, num_classes: int, hidden_units: int, lea
     return model
 
 
-def train(cluster_file: str, settings: TrainSettings, json_path: str | None = None, insecure_randomness: bool = False) -> dict:
-    """Train, checkpointing on the model owner after every round; the JSON says how the run ended."""
+def train(
+    cluster_file: str,
+    settings: TrainSettings,
+    json_path: str | None = None,
+    insecure_randomness: bool = False,
+    save_path: str | None = None,
+) -> dict:
+    """Train, checkpointing on the model owner after every round; the JSON says how the run ended.
+
+    `save_path`: where the final model goes on the model owner, in Keras format (ModelOwnerCheckpoints.export).
+    """
     cluster = connect(cluster_file, insecure_randomness=insecure_randomness)
     aggregation = make_aggregation(settings.aggregation, cluster, **settings.bounds)
     train_data, test_data = owner_sources(cluster)
@@ -85,6 +95,7 @@ def train(cluster_file: str, settings: TrainSettings, json_path: str | None = No
         seed=settings.seed,
         round_listeners=[metrics],
         round_timeout=settings.round_timeout,
+        min_owners=settings.min_owners,
     )
     with federated:
         model = build_classifier(meta.feature_size, meta.num_classes, settings.hidden_units, settings.learning_rate)
@@ -120,6 +131,10 @@ def train(cluster_file: str, settings: TrainSettings, json_path: str | None = No
             verbose=settings.verbose,
         )
         test_loss, test_accuracy = model.evaluate(test_data, verbose=settings.verbose)
+        if save_path:
+            saved = checkpoints.export(save_path)
+            summary["saved_model"] = {"player": cluster.model_owner.name, "path": saved}
+            print(f"saved the model in Keras format on {cluster.model_owner.name}: {saved}")
     except (KeyboardInterrupt, FLError) as stopped:
         status = "interrupted" if isinstance(stopped, KeyboardInterrupt) else "failed"
         summary.update(status=status, error=str(stopped) or None, **_round_summary(federated))
@@ -163,9 +178,14 @@ def _round_summary(federated: FederatedLearning) -> dict:
         "round_seconds": [r.seconds for r in rounds],
         "mean_round_seconds": statistics.fmean(r.seconds for r in rounds),
         "phase_seconds": {phase: statistics.fmean(r.phase_seconds[phase] for r in rounds) for phase in rounds[0].phase_seconds},
-        "owner_training_seconds": {
-            owner: statistics.fmean(r.owner_training_seconds[owner] for r in rounds) for owner in rounds[0].owner_training_seconds
-        },
+        "owner_training_seconds": _mean_per_owner([r.owner_training_seconds for r in rounds]),
+        "dropped_owners": {r.index: r.dropped for r in rounds if r.dropped},
         "clipped_values": sum(sum(r.clipped.values()) for r in rounds),
         "expected_sent_bytes_per_round": rounds[-1].expected_bytes,
     }
+
+
+def _mean_per_owner(per_round: list[dict[str, float]]) -> dict[str, float]:
+    """Each owner's mean over the rounds it took part in."""
+    owners = dict.fromkeys(owner for values in per_round for owner in values)
+    return {owner: statistics.fmean(values[owner] for values in per_round if owner in values) for owner in owners}

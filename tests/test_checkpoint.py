@@ -7,7 +7,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 import fl
 from fl.aggregation.registry import make_aggregation
@@ -83,3 +85,23 @@ def test_resume_refuses_other_settings_and_a_missing_checkpoint(cluster_state, c
         manifest.write_text("")
     with pytest.raises(FLError, match="--resume: no checkpoint on model-owner"):
         train(config, TrainSettings(epochs=2, verbose=0, resume=True))
+
+
+def test_the_final_model_is_saved_on_the_model_owner_in_keras_format(cluster_state, cluster, tmp_path):
+    config = str(cluster_state.cluster_file)
+    command = [sys.executable, "-m", "fl", "train", "--config", config, "--state-dir", str(tmp_path), "--epochs", "2"]
+    refused = subprocess.run([*command, "--save", "model.h5"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "'model.h5': the Keras format's files end in .keras" in refused.stderr
+    saving = ["--save", "exported/final.keras", "--json", str(tmp_path / "run.json")]
+    saved = subprocess.run([*command, *saving], capture_output=True, text=True)
+    assert saved.returncode == 0, saved.stderr[-1500:]
+    path = Path(cluster.model_owner.data_dir) / "exported" / "final.keras"  # the model owner's own storage
+    assert f"saved the model in Keras format on model-owner: {path}" in saved.stdout
+    assert json.loads((tmp_path / "run.json").read_text())["saved_model"] == {"player": "model-owner", "path": str(path)}
+    loaded = tf.keras.models.load_model(path)
+    final = model_on_the_model_owner(cluster)
+    checkpoints = ModelOwnerCheckpoints(cluster.model_owner, final)
+    checkpoints.restore(checkpoints.latest())  # the weights after the run's last round
+    for exported, trained in zip(loaded.get_weights(), final.get_weights()):
+        np.testing.assert_array_equal(exported, trained)
+    assert loaded.predict(np.zeros((1, 64), np.float32), verbose=0).shape == (1, 10)

@@ -163,8 +163,10 @@ def test_bench_in_containers_measures_wire_bytes_and_feels_a_slow_link(compose_c
 
     lan, pond = measured("additive", "pond")
     assert lan["wire_bytes_per_server"] is None  # additive: the owners are the compute players
-    # each Pond server sends at least its share of the sum (40,000 values in Z/2^32) to the model owner
-    assert pond["wire_bytes_per_server"] >= 40000 * 4, pond
+    # Pond's two share holders each send their share of the sum (40,000 values in Z/2^32) to the model owner;
+    # the crypto producer has no share of a sum to send
+    sent = pond["wire_bytes_by_server"]
+    assert sent["server0"] >= 40000 * 4 and sent["server1"] >= 40000 * 4 and sent["server2"] < 40000, pond
     links = BACKEND.shaped_links(compose_cluster)
     assert [name for name, _ in links] == [BACKEND.container(f"{p.name}-tls") for p in compose_cluster.players]
     try:
@@ -210,7 +212,9 @@ def test_stopped_owner_fails_the_round_by_name_then_training_resumes(compose_clu
         victim.reload()
         if victim.status != "running":
             victim.start()
-    assert failed["error"].startswith("PlayerUnreachableError: player(s) not answering: data-owner-1")
+    assert failed["error"] == (
+        "RoundFailedError: round 1 failed: not answering: data-owner-1; the model owner's weights are unchanged"
+    )
     assert failed["rounds_done"] == 1 and failed["weights_unchanged"]
     assert failed_within < 60
     assert len(resumed["loss"]) == 3 and resumed["loss"][-1] < resumed["loss"][0]
@@ -292,3 +296,29 @@ def test_a_compute_server_killed_during_pond_training_is_named_then_restarts(com
     assert "not answering: server1" in last and "unidentified" not in stderr, last
     assert "the model owner's weights are unchanged" in last or last.startswith("fl train: error: player(s)"), last
     assert failed_within < 30
+
+
+def test_a_paused_owner_is_left_out_with_a_quorum_named_without_one_and_back_once_unpaused(compose_cluster, engine):
+    driver, victim = container(engine, "driver"), container(engine, "data-owner-1")
+    driver.exec_run(["rm", "-f", "/tmp/go-1", "/tmp/go-2"])
+    scenario = copy_into(driver, SCENARIOS / "owner_paused.py")
+    lines = stdout_lines(driver.exec_run(["python", scenario], stream=True, stderr=False).output)
+    assert read_until(lines, "READY") == ""
+    victim.pause()
+    try:
+        driver.exec_run(["touch", "/tmp/go-1"])
+        quorum = json.loads(read_until(lines, "QUORUM "))
+        strict = json.loads(read_until(lines, "STRICT "))
+    finally:
+        victim.unpause()
+    driver.exec_run(["touch", "/tmp/go-2"])
+    resumed = json.loads(read_until(lines, "RESUMED "))
+    others = ["data-owner-0", "data-owner-2"]
+    assert quorum["rounds"] == [{"participants": others, "dropped": {"data-owner-1": "not answering"}}] * 2, quorum
+    assert strict["error"] == (
+        "RoundFailedError: round 0 failed: not answering: data-owner-1; the model owner's weights are unchanged"
+    )
+    assert strict["weights_unchanged"]
+    assert strict["seconds"] < 15  # the probe at the round's start, not its 20 s deadline, finds the paused owner
+    assert resumed["rounds"][-1]["participants"] == ["data-owner-0", "data-owner-1", "data-owner-2"], resumed
+    assert resumed["accuracy"] > 0.8

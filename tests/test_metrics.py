@@ -62,6 +62,10 @@ def test_round_metrics_count_the_run(scraped_run):
     assert phases == {"local_training", "sharing", "aggregation", "reveal", "model_update"}
     expected = {sample["metric"]["player"]: float(sample["value"][1]) for sample in query(url, "fl_round_expected_sent_bytes")}
     assert set(expected) == {owner.name for owner in cluster.data_owners} and min(expected.values()) > 0
+    participants = query(url, 'fl_round_participants{aggregation="additive"}')
+    assert float(participants[0]["value"][1]) == len(cluster.data_owners)
+    dropped = {sample["metric"]["owner"]: float(sample["value"][1]) for sample in query(url, "fl_owner_dropped_rounds_total")}
+    assert dropped == {owner.name: 0.0 for owner in cluster.data_owners}
 
 
 def test_metric_names_follow_prometheus_conventions(scraped_run):

@@ -48,14 +48,16 @@ def test_unreachable_data_owner_fails_the_round_by_name_and_keeps_the_weights(sm
     )
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
-    assert report["error"].startswith("PlayerUnreachableError: player(s) not answering: data-owner-1")
+    assert report["error"] == (
+        "RoundFailedError: round 1 failed: not answering: data-owner-1; the model owner's weights are unchanged"
+    )
     assert report["weights_unchanged"]
     assert report["failed_after_seconds"] < 10
 
 
-def frozen(state: StateDir, victim: str, aggregation: str) -> dict:
+def frozen(state: StateDir, victim: str, aggregation: str, *min_owners: str) -> dict:
     run = subprocess.run(
-        [sys.executable, str(SCENARIOS / "player_frozen.py"), str(state.root), victim, aggregation],
+        [sys.executable, str(SCENARIOS / "player_frozen.py"), str(state.root), victim, aggregation, *min_owners],
         capture_output=True,
         text=True,
         timeout=600,
@@ -79,3 +81,16 @@ def test_a_frozen_player_fails_the_round_by_name_well_within_its_deadline_then_t
     assert report["weights_unchanged"]
     assert report["seconds"] < 15  # frozen at 1 s, found by the probes every 2 s (each waits 2 s for an answer)
     assert report["rounds_after_thaw"] == 1
+
+
+@pytest.mark.parametrize("aggregation", ["additive", "pond"])
+def test_with_a_quorum_rounds_go_on_without_a_frozen_owner_and_take_it_back_once_thawed(three_owners, aggregation):
+    report = frozen(three_owners, "data-owner-1", aggregation, "2")
+    assert report["error"] is None  # both rounds of the fit completed, with two owners each
+    others = ["data-owner-0", "data-owner-2"]
+    assert [r["participants"] for r in report["rounds"]] == [others, others], report
+    first, second = (r["dropped"] for r in report["rounds"])
+    assert first == {"data-owner-1": "not answering"}, report
+    assert second == {"data-owner-1": "still training an earlier round"}, report
+    assert report["rejoined_after_rounds"] <= 3, report  # once its late call ends, it trains again
+    assert report["accuracy"] > 0.8

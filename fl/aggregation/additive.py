@@ -13,8 +13,10 @@ The ring is the narrowest that holds the sum (fixedpoint.choose_ring): with the
 default ±32 and up to 8 owners a 32-bit ring, so an owner sends 4 bytes a value,
 as in plaintext.
 
-Not resilient: every compute player must take part in every round (no dropout
-recovery as in Bonawitz et al.'s SecAgg).
+An owner that misses the local-training deadline of a quorum round is left out before
+sharing starts, as a compute player too; the others share among themselves. An owner lost
+after sharing has begun fails the round: there is no dropout recovery as in Bonawitz et
+al.'s SecAgg.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from fl import secure_random
 from fl.aggregation import fixedpoint
 from fl.aggregation.base import DEFAULT_MAX_CLIPPED_FRACTION, Aggregation
 from fl.aggregation.fixedpoint import METRIC_FRACTIONAL_BITS, Ring
-from fl.cluster import Cluster, Player
+from fl.cluster import DATA_OWNER, Cluster, Player
+from fl.errors import FLError
 
 SEED_BYTES = 4 * secure_random.SEED_WORDS
 
@@ -60,6 +63,16 @@ class AdditiveSecureAverage(Aggregation):
     @property
     def players(self) -> list[Player]:
         return [*self.compute_players, self.output_receiver]
+
+    def for_owners(self, owners: list[Player]) -> AdditiveSecureAverage:
+        """Owners that left the round leave the compute players too: the rest share among themselves."""
+        kept = [player for player in self.compute_players if player.role != DATA_OWNER or player in owners]
+        if kept == self.compute_players:
+            return self
+        if len(kept) < 2:
+            raise FLError(f"additive sharing needs 2 compute players; only {', '.join(p.name for p in kept)} delivered")
+        bounds = {"out_of_range": self.out_of_range, "max_clipped_fraction": self.max_clipped_fraction}
+        return AdditiveSecureAverage(kept, self.output_receiver, self.value_range, ring=self.ring, **bounds)
 
     def capacity(self, inputs: int) -> float:
         return self.ring.capacity(inputs)

@@ -26,8 +26,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from fl.cluster import Cluster, Player
-from fl.errors import RangeError, UpdateMismatchError
+from fl.cluster import DATA_OWNER, Cluster, Player
+from fl.errors import FLError, RangeError, UpdateMismatchError
 
 OUT_OF_RANGE_POLICIES = ("clip", "refuse")
 DEFAULT_MAX_CLIPPED_FRACTION = 0.01
@@ -76,6 +76,16 @@ class Aggregation(ABC):
     def players(self) -> list[Player]:
         """Players besides the data owners that must be up for a round."""
         return [self.output_receiver]
+
+    def for_owners(self, owners: list[Player]) -> Aggregation:
+        """This aggregation as it runs when only `owners` delivered their updates (a quorum round).
+
+        A data owner that did not deliver cannot serve as a compute player either.
+        """
+        absent = [player.name for player in self.players if player.role == DATA_OWNER and player not in owners]
+        if absent:
+            raise FLError(f"{', '.join(absent)} left the round but {self.name} computes on them")
+        return self
 
     def capacity(self, inputs: int) -> float:
         """Largest value_range the encoding can sum over `inputs` updates without wrapping."""

@@ -96,6 +96,10 @@ class Backend(ABC):
         """Start `argv` where the cluster's driver runs; `popen` goes to subprocess.Popen."""
 
     @abstractmethod
+    def restart_player(self, name: str) -> None:
+        """Kill one player (no grace: a crash) and start it again; return once it answers (for `make soak`)."""
+
+    @abstractmethod
     def interrupt_driver(self) -> None:
         """Pass a Ctrl-C on to the running `fl train` where the host's own signal does not reach it."""
 

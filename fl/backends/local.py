@@ -22,6 +22,7 @@ from fl.metrics import prometheus
 DEFAULT_STATE_DIR = Path(".fl")
 COMPUTE_SERVER_NAMES = ("server0", "server1", "server2")  # tfe's default names
 DRIVER_METRICS = "driver-metrics"
+FL_COMMAND = [sys.executable, "-m", "fl"]
 PROMETHEUS = "prometheus"
 PROMETHEUS_PORT = 9090
 
@@ -111,14 +112,8 @@ def up(owners: int, state: StateDir, insecure_randomness: bool = False, timeout:
     cluster = Cluster(players=players, backend="local", metrics=metrics)
     Cluster.from_dict(cluster.to_dict())  # same validation as any cluster file
     cluster.save(state.cluster_file)
-    fl_command = [sys.executable, "-m", "fl"]
-    pids = {}
-    for player in players:
-        command = [*fl_command, "player", player.name, "--config", str(state.cluster_file)]
-        if insecure_randomness:
-            command.append("--insecure-randomness")
-        pids[player.name] = _spawn(command, state, player.name, cwd=state.player_dir(player.name))
-    pids[DRIVER_METRICS] = _spawn([*fl_command, "driver-metrics", "--config", str(state.cluster_file)], state, DRIVER_METRICS)
+    pids = {player.name: _spawn_player(state, player.name, insecure_randomness) for player in players}
+    pids[DRIVER_METRICS] = _spawn([*FL_COMMAND, "driver-metrics", "--config", str(state.cluster_file)], state, DRIVER_METRICS)
     if prometheus.binary() is None:
         print("local backend: NO PROMETHEUS: `make install` unpacks Debian's; players still export /metrics", flush=True)
     else:
@@ -132,6 +127,27 @@ def up(owners: int, state: StateDir, insecure_randomness: bool = False, timeout:
         down(state)
         raise
     return cluster
+
+
+def _spawn_player(state: StateDir, name: str, insecure_randomness: bool) -> int:
+    command = [*FL_COMMAND, "player", name, "--config", str(state.cluster_file)]
+    if insecure_randomness:
+        command.append("--insecure-randomness")
+    return _spawn(command, state, name, cwd=state.player_dir(name))
+
+
+def restart_player(state: StateDir, name: str, timeout: float = 90.0) -> None:
+    """SIGKILL one player, start it again as `up` did (with the secure-random op), and wait until it answers."""
+    stop_player(state, name)
+    pids = _read_pids(state)
+    pids[name] = _spawn_player(state, name, insecure_randomness=False)
+    state.pids_file.write_text(json.dumps(pids, indent=2))
+    player = Cluster.load(state.cluster_file).player(name)
+    deadline = time.monotonic() + timeout
+    while not probe(player, timeout=1.0):
+        if time.monotonic() > deadline:
+            raise FLError(f"player {name} does not answer {timeout:.0f}s after its restart: see {state.log_file(name)}")
+        time.sleep(0.5)
 
 
 def _spawn(command: list[str], state: StateDir, name: str, cwd: Path | None = None) -> int:
@@ -304,6 +320,9 @@ class LocalBackend(Backend):
 
     def status(self) -> list[PlayerStatus]:
         return status(self.state)
+
+    def restart_player(self, name: str) -> None:
+        restart_player(self.state, name)
 
     def interrupt_driver(self) -> None:
         """Nothing to pass on: the driver is the process the terminal's Ctrl-C reached."""

@@ -66,6 +66,7 @@ def measure(aggregation: str, clients: int, size: int, rounds: int, warmup: int,
         "minimum_bytes_per_owner": ELEMENT_BYTES * size,
         "wire_bytes_per_owner": None,
         "wire_bytes_per_server": None,
+        "wire_bytes_by_server": None,
         "backend": "local",
     }
 

@@ -90,6 +90,7 @@ def measure(cluster: Cluster, aggregation_name: str, size: int, rounds: int, war
         "plaintext_bytes_per_owner": FLOAT32_BYTES * size,
         "wire_bytes_per_owner": mean_wire(owners),
         "wire_bytes_per_server": mean_wire(servers),
+        "wire_bytes_by_server": None if wire is None else {server.name: wire[server.name] for server in servers},
         "backend": cluster.backend,
         "links": "mutual_tls" if cluster.mesh else "plaintext",
     }

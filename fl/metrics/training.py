@@ -46,6 +46,15 @@ class TrainingMetrics:
             buckets=PHASE_BUCKETS,
             registry=self.registry,
         )
+        self.participants = Gauge(
+            "fl_round_participants", "Data owners whose updates the last round averaged", labels, registry=self.registry
+        )
+        self.owner_dropped = Counter(
+            "fl_owner_dropped_rounds_total",
+            "Rounds that went on without this data owner's update (it missed the local-training deadline)",
+            [*labels, "owner"],
+            registry=self.registry,
+        )
         self.rounds_completed = Counter(
             "fl_rounds_completed_total", "Rounds applied to the model", labels, registry=self.registry
         )
@@ -86,6 +95,11 @@ class TrainingMetrics:
             self.phase_duration.labels(aggregation, phase).observe(seconds)
         for owner, seconds in result.owner_training_seconds.items():
             self.owner_training.labels(aggregation, owner).observe(seconds)
+        self.participants.labels(aggregation).set(len(result.participants))
+        for owner in result.participants:
+            self.owner_dropped.labels(aggregation, owner)  # the series exists, at zero, for every owner
+        for owner in result.dropped:
+            self.owner_dropped.labels(aggregation, owner).inc()
         self.rounds_completed.labels(aggregation).inc()
         self.clipped.labels(aggregation).inc(sum(result.clipped.values()))
         for player, sent in result.expected_bytes.items():

@@ -2,9 +2,10 @@
 
 Trains one round, then freezes VICTIM (SIGSTOP) one second into a two-round fit whose
 owners train 100 local epochs (seconds), so it freezes mid-round; reports how that fit
-ended, thaws the victim and fits one more round. Prints one JSON line.
+ended, thaws the victim and fits one more round. With MIN_OWNERS (a quorum) it then fits
+round after round, up to 5, until the victim takes part again. Prints one JSON line.
 
-Usage: player_frozen.py STATE_ROOT VICTIM AGGREGATION
+Usage: player_frozen.py STATE_ROOT VICTIM AGGREGATION [MIN_OWNERS]
 """
 
 import faulthandler
@@ -28,6 +29,7 @@ ROUND_TIMEOUT = 30.0
 faulthandler.dump_traceback_later(240, exit=True)  # a hang shows every thread's stack, then ends the run
 
 root, victim, aggregation = sys.argv[1:4]
+min_owners = int(sys.argv[4]) if len(sys.argv) > 4 else None
 state = StateDir(Path(root))
 victim_pid = json.loads(state.pids_file.read_text())[victim]
 cluster = fl.connect(state.cluster_file)
@@ -37,6 +39,7 @@ federated = fl.FederatedLearning(
     make_aggregation(aggregation, cluster),
     local_epochs=100,
     round_timeout=ROUND_TIMEOUT,
+    min_owners=min_owners,
 )
 with federated:
     model = build_classifier(64, 10, hidden_units=32, learning_rate=0.3)
@@ -53,9 +56,15 @@ report = {
     "error": error,
     "seconds": time.monotonic() - started,
     "weights_unchanged": all(np.array_equal(a, w.numpy()) for a, w in zip(before, model.weights)),
+    "rounds": [{"participants": r.participants, "dropped": r.dropped} for r in federated.round_results[1:]],
 }
 os.kill(victim_pid, signal.SIGCONT)
 done = len(federated.round_results)
 model.fit(train_data, epochs=1, verbose=0)
 report["rounds_after_thaw"] = len(federated.round_results) - done
+if min_owners is not None:
+    while victim not in federated.round_results[-1].participants and len(federated.round_results) - done < 5:
+        model.fit(train_data, epochs=1, verbose=0)
+    report["rejoined_after_rounds"] = len(federated.round_results) - done
+    report["accuracy"] = model.evaluate(fl.owner_sources(cluster)[1], verbose=0, return_dict=True)["accuracy"]
 print(json.dumps(report))
