@@ -22,11 +22,17 @@ TLS ?= on
 STATE_DIR ?= .fl
 RESULTS ?= results
 
+# make soak: a cluster of its own, SOAK_ROUNDS rounds, a player restarted every SOAK_FAULT_EVERY
+SOAK_BACKEND ?= docker
+SOAK_ROUNDS ?= 500
+SOAK_FAULT_EVERY ?= 50
+SOAK_AGGREGATION ?= pond
+
 BENCH ?= quick
 BENCH_BACKEND ?= local
 PROFILES ?= lan
 
-.PHONY: install images up train bench down status logs test test-unit lint clean
+.PHONY: install images up train bench soak down status logs test test-unit lint clean
 
 install:
 	./scripts/install-system-packages.sh
@@ -55,6 +61,11 @@ train:
 
 bench:
 	$(FL) bench --mode $(BENCH) --backend $(BENCH_BACKEND) --profiles $(PROFILES) --out $(RESULTS)/bench
+
+# outside CI: about 15 minutes on docker; memory per player and rounds lost in $(RESULTS)/soak/
+soak: $(if $(filter docker,$(SOAK_BACKEND)),images)
+	$(BIN)/python -m fl.bench.soak run --backend $(SOAK_BACKEND) --rounds $(SOAK_ROUNDS) --fault-every $(SOAK_FAULT_EVERY) \
+		--aggregation $(SOAK_AGGREGATION) --out $(RESULTS)/soak
 
 # VOLUMES=1: also the owners' shards and Prometheus's history
 down:

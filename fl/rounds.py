@@ -188,6 +188,18 @@ class CompiledAverage:
         return self.aggregation.refusal(report.clipped, report.finite, self.values)
 
 
+def quorum(min_owners: int | None, owners: int) -> int:
+    """The fewest owners a round may average: `min_owners`, checked, or every owner."""
+    if min_owners is None:
+        return owners
+    if not MIN_DATA_OWNERS <= min_owners <= owners:
+        raise FLError(
+            f"--min-owners {min_owners}: a round averages at least {MIN_DATA_OWNERS} owners and at most "
+            f"the {owners} training; pass a number in between"
+        )
+    return min_owners
+
+
 class RoundRunner:
     """Runs rounds over `trainers`: each owner's replica and compiled training call are made in its first round's
     thread, so a hung owner costs the deadline, not the driver."""
@@ -207,13 +219,7 @@ class RoundRunner:
         """`min_owners`: the quorum, the fewest owners whose updates a round averages (default: every owner)."""
         if not round_timeout > 0:
             raise FLError(f"round_timeout must be > 0 seconds, got {round_timeout:g}")
-        owners = len(trainers)
-        min_owners = owners if min_owners is None else min_owners
-        if not MIN_DATA_OWNERS <= min_owners <= owners:
-            raise FLError(
-                f"min_owners={min_owners}: a round averages at least {MIN_DATA_OWNERS} owners "
-                f"and at most the {owners} training; pass a number in between"
-            )
+        min_owners = quorum(min_owners, len(trainers))
         self.cluster = cluster
         self.model = model
         self.model_owner = cluster.model_owner

@@ -19,6 +19,7 @@ from fl.federated import FederatedLearning
 from fl.metrics.training import TrainingMetrics
 from fl.phases import DEFAULT_ROUND_TIMEOUT
 from fl.results import write_json
+from fl.rounds import quorum
 
 
 @dataclass
@@ -83,6 +84,7 @@ def train(
     cluster = connect(cluster_file, insecure_randomness=insecure_randomness)
     aggregation = make_aggregation(settings.aggregation, cluster, **settings.bounds)
     train_data, test_data = owner_sources(cluster)
+    quorum(settings.min_owners, len(train_data))  # before anything changes: a bad quorum must not clear checkpoints
     meta = cluster.dataset
     tf.keras.utils.set_random_seed(settings.seed)
     metrics = TrainingMetrics(settings.aggregation, Path(cluster.metrics.driver_textfile) if cluster.metrics else None)

@@ -105,3 +105,18 @@ def test_the_final_model_is_saved_on_the_model_owner_in_keras_format(cluster_sta
     for exported, trained in zip(loaded.get_weights(), final.get_weights()):
         np.testing.assert_array_equal(exported, trained)
     assert loaded.predict(np.zeros((1, 64), np.float32), verbose=0).shape == (1, 10)
+
+
+def test_a_quorum_the_cluster_cannot_meet_is_refused_before_the_checkpoints_are_touched(cluster_state, cluster, tmp_path):
+    config = str(cluster_state.cluster_file)
+    train(config, TrainSettings(epochs=1, verbose=0))
+    command = [sys.executable, "-m", "fl", "train", "--config", config, "--state-dir", str(tmp_path)]
+    for quorum in ("1", "4"):
+        refused = subprocess.run([*command, "--min-owners", quorum], capture_output=True, text=True)
+        assert refused.returncode == 2, refused.stderr[-1500:]
+        assert refused.stderr.strip().splitlines()[-1] == (
+            f"fl train: error: --min-owners {quorum}: a round averages at least 2 owners and at most the 3 training; "
+            "pass a number in between"
+        )
+    latest = ModelOwnerCheckpoints(cluster.model_owner, model_on_the_model_owner(cluster)).latest()
+    assert latest is not None and latest.completed_rounds == 1  # the last run's checkpoint is still there

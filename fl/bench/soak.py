@@ -25,6 +25,8 @@ from pathlib import Path
 from fl import backends
 from fl.backends import Backend, UpSettings
 from fl.cluster import COMPUTE_SERVER, DATA_OWNER, Cluster
+from fl.data import datasets
+from fl.data.split import write_shards
 from fl.errors import FLError
 from fl.results import write_json
 
@@ -56,6 +58,9 @@ def drive(config: str, rounds: int, aggregation: str, round_timeout: float) -> N
 
 def run(backend: Backend, owners: int, rounds: int, fault_every: int, aggregation: str, round_timeout: float) -> dict:
     cluster = backend.up(UpSettings(owners))
+    if cluster.dataset is None:  # local players share this host's disk: split here, as `fl up` does (simulation)
+        cluster.dataset = write_shards(cluster, datasets.load("digits"))
+        cluster.save(backend.cluster_file)
     victims = _victims(cluster, aggregation)
     command = [
         "python" if not backend.driver_is_this_host else sys.executable,
@@ -101,15 +106,14 @@ def _resident_memory(cluster: Cluster, start: float, end: float) -> dict[str, li
 
 
 def _report(attempts, faults, memory, rounds, fault_every, aggregation, owners) -> dict:
-    """Rounds lost by fault (every failed attempt between a kill and the next completed round), memory growth
-    per player over each of its lives that outlasted the warm-up."""
+    """Failed attempts, each within a restart's window or not; memory growth per player over each of its lives
+    that outlasted the warm-up."""
     completed_at = {a["round"]: a["at"] for a in attempts if a["completed"]}
     failed = [a for a in attempts if not a["completed"]]
-    explained = [
-        a
-        for a in failed
-        if any(f["killed_at"] <= a["at"] <= completed_at.get(f["after_round"] + 1, float("inf")) for f in faults)
-    ]
+    # a restart's window: from the kill to the first round completed after the player was back
+    back = [min((at for at in completed_at.values() if at >= f["back_at"]), default=float("inf")) for f in faults]
+    windows = [(f["killed_at"], end) for f, end in zip(faults, back)]
+    explained = [a for a in failed if any(begin <= a["at"] <= end for begin, end in windows)]
     lives = []
     for player, samples in sorted(memory.items()):
         restarts = [f["back_at"] for f in faults if f["player"] == player]
@@ -138,6 +142,7 @@ def _report(attempts, faults, memory, rounds, fault_every, aggregation, owners) 
         "fault_every": fault_every,
         "faults": faults,
         "failed_attempts": len(failed),
+        "failed": failed,
         "failed_attempts_outside_faults": [a for a in failed if a not in explained],
         "rounds_failed": sorted({a["round"] for a in failed}),
         "median_round_seconds": statistics.median(
