@@ -99,6 +99,9 @@ class TfeProtocolAverage(Aggregation):
         tfe.define_output(self.output_receiver.name, summed, receive)
         return received[0]
 
+    def describe(self) -> str:
+        return f"{self.name} in Z/2^{SUM_RING.nbits} with {SUM_RING.precision_fractional} fractional bits (tfe)"
+
     def held_tensors(self, held) -> list[tf.Tensor]:
         """The ring tensors behind tfe's private tensors (Pond unwraps to two shares, ABY3 holds three pairs)."""
         private = held if isinstance(held, list) else [held]

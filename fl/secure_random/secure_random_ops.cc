@@ -15,6 +15,7 @@
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -48,6 +49,28 @@ class KeyStream {
   }
 
   ~KeyStream() { sodium_memzero(key_, sizeof(key_)); }
+
+  // The next `bytes` of the stream, written straight into `out`: whole blocks in one libsodium call.
+  void Fill(unsigned char* out, size_t bytes) {
+    const size_t buffered = std::min(bytes, buffer_.size() - position_);
+    std::memcpy(out, buffer_.data() + position_, buffered);
+    position_ += buffered;
+    out += buffered;
+    bytes -= buffered;
+    const size_t whole = bytes / 64 * 64;
+    if (whole > 0) {
+      std::memset(out, 0, whole);
+      crypto_stream_chacha20_ietf_xor_ic(out, out, whole, nonce_, counter_, key_);
+      counter_ += whole / 64;
+      out += whole;
+      bytes -= whole;
+    }
+    if (bytes > 0) {
+      Refill();
+      std::memcpy(out, buffer_.data(), bytes);
+      position_ = bytes;
+    }
+  }
 
   template <typename U>
   U Next() {
@@ -84,8 +107,8 @@ template <typename T>
 void FillUniform(KeyStream* stream, T minval, T maxval, T* out, int64_t n) {
   using U = typename std::make_unsigned<T>::type;
   const U range = static_cast<U>(static_cast<U>(maxval) - static_cast<U>(minval));
-  if (range == 0) {  // full range of the dtype
-    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(stream->Next<U>());
+  if (range == 0) {  // full range of the dtype: the keystream itself, little-endian as Next() reads it
+    stream->Fill(reinterpret_cast<unsigned char*>(out), static_cast<size_t>(n) * sizeof(T));
     return;
   }
   // (2^bits - range) mod range, computed without a wider type.
