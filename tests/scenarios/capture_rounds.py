@@ -1,7 +1,7 @@
 """Run inside the driver container while the test captures the networks: one plaintext and one additive round.
 
 Protocol: warms both aggregations up, prints READY and waits for /tmp/capture-go (the
-captures are running by then); runs the two rounds, prints DONE and waits for
+captures are running by then); runs the two rounds three times, prints DONE and waits for
 /tmp/capture-stopped; then fetches the additive round's seeds (after the captures, so the
 only time they crossed a network during them was between the owners) and prints them:
 SEEDS and a JSON list. The rounds are compiled, as in training; to know the seeds, this
@@ -25,6 +25,7 @@ from fl.aggregation.registry import make_aggregation
 from fl.rounds import CompiledAverage
 
 size, update_seed = int(sys.argv[1]), int(sys.argv[2])
+CAPTURED_ROUNDS = 3  # each seed crosses once a round: a packet the capture drops cannot hide it
 cluster = fl.connect("/etc/fl/cluster.json")
 updates = {}
 for index, owner in enumerate(cluster.data_owners):
@@ -62,7 +63,8 @@ def wait_for(name: str) -> None:
 both_rounds()
 print("READY", flush=True)
 wait_for("capture-go")
-both_rounds()
+for _ in range(CAPTURED_ROUNDS):
+    both_rounds()
 print("DONE", flush=True)
 wait_for("capture-stopped")
 devices = {owner.device_name: owner.name for owner in cluster.data_owners}
