@@ -456,11 +456,7 @@ class DockerBackend(Backend):
             done = subprocess.run(["docker", action, container], capture_output=True, text=True)
             if done.returncode != 0:
                 raise FLError(f"docker {action} {container} failed: {done.stderr.strip()}")
-        deadline = time.monotonic() + STARTUP_SECONDS_PER_PLAYER * 3
-        while _health(container) != "healthy":
-            if time.monotonic() > deadline:
-                raise FLError(f"{container} is not healthy again after its restart ({_health(container)}); see `make logs`")
-            time.sleep(1)
+        self._wait_healthy(STARTUP_SECONDS_PER_PLAYER * 3)
 
     def down(self, volumes: bool = False) -> list[str]:
         """Remove the project's containers and networks (and, with `volumes`, its volumes: shards, Prometheus's data).

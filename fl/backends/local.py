@@ -142,12 +142,7 @@ def restart_player(state: StateDir, name: str, timeout: float = 90.0) -> None:
     pids = _read_pids(state)
     pids[name] = _spawn_player(state, name, insecure_randomness=False)
     state.pids_file.write_text(json.dumps(pids, indent=2))
-    player = Cluster.load(state.cluster_file).player(name)
-    deadline = time.monotonic() + timeout
-    while not probe(player, timeout=1.0):
-        if time.monotonic() > deadline:
-            raise FLError(f"player {name} does not answer {timeout:.0f}s after its restart: see {state.log_file(name)}")
-        time.sleep(0.5)
+    wait_until_ready(Cluster.load(state.cluster_file), state, timeout)
 
 
 def _spawn(command: list[str], state: StateDir, name: str, cwd: Path | None = None) -> int:

@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 from fl import backends
+from fl.aggregation.registry import registration
 from fl.backends import Backend, UpSettings
 from fl.cluster import COMPUTE_SERVER, DATA_OWNER, Cluster
 from fl.data import datasets
@@ -90,7 +91,8 @@ def run(backend: Backend, owners: int, rounds: int, fault_every: int, aggregatio
 def _victims(cluster: Cluster, aggregation: str) -> list[str]:
     """Players to restart in turn: data owners, and the compute servers when the aggregation uses them."""
     owners = [p.name for p in cluster.players if p.role == DATA_OWNER]
-    servers = [p.name for p in cluster.players if p.role == COMPUTE_SERVER] if aggregation in ("pond", "aby3") else []
+    uses_servers = registration(aggregation).compute_servers > 0
+    servers = [p.name for p in cluster.players if p.role == COMPUTE_SERVER] if uses_servers else []
     turns = [name for pair in zip(owners, servers) for name in pair] if servers else owners
     return turns + [name for name in owners + servers if name not in turns]
 
