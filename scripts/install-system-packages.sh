@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# System packages `make install` needs: Python 3.11 with venv, g++ and libsodium's headers
+# System packages `make install` needs: Python 3.11 with venv, g++, the headers of libsodium and OpenSSL
 # (to build the secure-random op against the installed TensorFlow), tcpdump for the tests. Installs only what is missing.
 set -euo pipefail
 
@@ -7,6 +7,7 @@ missing=()
 command -v python3.11 >/dev/null 2>&1 || missing+=(python3.11 python3.11-venv)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
 [ -f /usr/include/sodium.h ] || missing+=(libsodium-dev)
+[ -f /usr/include/openssl/evp.h ] || missing+=(libssl-dev)
 # the tests capture the players' network to check what crosses it (tests/test_trust_boundary.py)
 command -v tcpdump >/dev/null 2>&1 || missing+=(tcpdump)
 

@@ -27,16 +27,16 @@ def test_tiny_sweep_writes_json_table_and_plots_and_says_why_a_peer_did_not_run(
         assert row["wire_bytes_per_owner"] is None  # the local backend shares the host's interfaces
     assert all(r["latency_vs_plaintext"] == 1.0 for r in results if r["aggregation"] == "plaintext")
     additive = next(r for r in results if r["aggregation"] == "additive" and r["size"] == 20_000)
-    # its partial sum in a 32-bit ring and two seeds: plaintext's 4 bytes a parameter
-    assert additive["protocol_bytes_per_owner"] == 4 * 20_000 + 2 * 32
+    # its masked vector in a 32-bit ring and one seed per pair of owners (2, 1 and 0 made): plaintext's 4 bytes a parameter
+    assert additive["protocol_bytes_per_owner"] == 4 * 20_000 + 32
     assert additive["plaintext_bytes_per_owner"] == 4 * 20_000
     table = outputs["markdown"].read_text()
-    assert "| 4,000,064 | 1.00x |" not in table and "| 80,064 | 1.00x |" in table
+    assert "| 4,000,032 | 1.00x |" not in table and "| 80,032 | 1.00x |" in table
     assert table.count("| fl-testbed | additive |") == 2 and table.count("| fl-testbed | plaintext |") == 2
     rates = json.loads(outputs["json"].read_text())["keystream_bytes_per_second"]
-    assert set(rates) == {"fl ChaCha20 op (libsodium)", "OpenSSL AES-128-CTR", "OpenSSL ChaCha20"}
+    assert set(rates) == {"fl ChaCha20 op (OpenSSL), folded", "OpenSSL AES-128-CTR", "OpenSSL ChaCha20"}
     assert all(rate > 1e7 for rate in rates.values())
-    assert "expands 320,000 bytes of keystream on each owner" in table  # 2 masks made, 2 seeds held, 20,000 x 4 B each
+    assert "expands 160,000 bytes of keystream on each owner" in table  # one mask per peer, 20,000 x 4 B each
     assert f"**flower**: did not run: Flower is not installed: {tmp_path / 'no-flower-here'} is missing" in table
     for name in ("latency_vs_size", "bytes_vs_owners"):
         assert outputs[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

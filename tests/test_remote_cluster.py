@@ -11,6 +11,7 @@ import tensorflow as tf
 import fl
 from fl import secure_random
 from fl.aggregation import fixedpoint
+from fl.aggregation.additive import AdditiveSecureAverage
 from fl.aggregation.registry import make_aggregation
 from fl.data.sources import OwnerData
 from fl.errors import LocalityError, RangeError, RoundFailedError, UpdateMismatchError
@@ -70,23 +71,61 @@ def test_tfe_protocol_owners_send_seeds_and_32_bit_shares(cluster, protocol, see
 
 def test_additive_shares_are_seeds_expanded_on_their_holders_and_look_random(cluster):
     aggregation = make_aggregation("additive", cluster)
+    owners = cluster.data_owners
     assert aggregation.ring == fixedpoint.Ring(32, 24)  # ±32 over 3 owners: 4 bytes a value, as plaintext
-    # two seeds, and its partial sum to the receiver: 4 bytes a value
-    assert aggregation.expected_bytes(cluster.data_owners, 1000)["data-owner-0"] == 2 * 32 + 4 * 1000
-    owner = cluster.data_owners[0]
-    update = owner_updates(cluster, size=4000)[owner]
-    shares = aggregation.share_update(owner, update)
-    assert {player.name for player in shares} == {p.name for p in cluster.data_owners}
-    with tf.device(owner.device_name):
+    # one seed per pair of owners, made by the first of the pair; each owner's partial sum to the receiver: 4 bytes a value
+    expected = aggregation.expected_bytes(owners, 1000)
+    assert expected == {"data-owner-0": 2 * 32 + 4000, "data-owner-1": 32 + 4000, "data-owner-2": 4000}
+    update = owner_updates(cluster, size=4000)[owners[0]]
+    held = aggregation.share_update(owners[0], update, owners)
+    # it keeps its update and the seeds of its two masks; each other owner holds one seed
+    assert {player.name: tuple(map(len, h)) for player, h in held.items()} == {
+        "data-owner-0": (1, 0, 2),
+        "data-owner-1": (0, 1, 0),
+        "data-owner-2": (0, 1, 0),
+    }
+    with tf.device(owners[0].device_name):
         encoded = aggregation.ring.encode(update).numpy()
+    shares = {}
+    for holder, (vectors, added, subtracted) in held.items():
+        assert {tensor.device for tensor in [*vectors, *added, *subtracted]} == {holder.device_name}
+        with tf.device(holder.device_name):
+            shares[holder] = secure_random.mask(tf.add_n(vectors or [tf.zeros([4000], tf.int32)]), added, subtracted).numpy()
     for holder, share in shares.items():
-        assert share.device == holder.device_name and share.dtype == tf.int32
-        if holder != owner:
-            values = share.numpy()
-            assert not np.array_equal(values, encoded)
-            assert 0.45 < np.mean(values < 0) < 0.55  # top bit of a uniform ring element is a fair coin
-    total = np.sum([s.numpy() for s in shares.values()], axis=0, dtype=np.int32)  # wraps modulo 2^32 like the ring
+        assert not np.array_equal(share, encoded)
+        assert 0.45 < np.mean(share < 0) < 0.55, holder.name  # top bit of a uniform ring element is a fair coin
+    total = np.sum(list(shares.values()), axis=0, dtype=np.int32)  # wraps modulo 2^32 like the ring
     np.testing.assert_array_equal(total, encoded)
+
+
+def test_what_each_additive_owner_sends_the_receiver_looks_random_and_only_the_sum_is_revealed(cluster):
+    """The pairwise masks: the last owner makes no mask of its own, the two before it masked theirs for it."""
+    aggregation = make_aggregation("additive", cluster)
+    updates = owner_updates(cluster, size=4000)
+    summed = aggregation.sum(aggregation.share(updates, metric_count=0))
+    encoded = {}
+    for owner, update in updates.items():
+        with tf.device(owner.device_name):
+            encoded[owner] = aggregation.ring.encode(update).numpy()
+    for owner, partial_sum in summed.items():
+        values = partial_sum.numpy()
+        assert not np.array_equal(values, encoded[owner]) and 0.45 < np.mean(values < 0) < 0.55, owner.name
+    total = np.sum([s.numpy() for s in summed.values()], axis=0, dtype=np.int32)
+    np.testing.assert_array_equal(total, np.sum(list(encoded.values()), axis=0, dtype=np.int32))
+
+
+def test_additive_with_a_compute_server_masks_every_owners_update_for_every_holder(cluster):
+    """A compute player that is not an owner makes no masks, so the pairwise shortcut would leave an owner bare."""
+    owners = cluster.data_owners
+    aggregation = AdditiveSecureAverage([cluster.player("server0"), owners[0]], cluster.model_owner)
+    expected = aggregation.expected_bytes(owners, 1000)
+    vector = aggregation.ring.element_bytes * 1000
+    assert expected == {"server0": vector, "data-owner-0": 32 + vector, "data-owner-1": 32 + vector, "data-owner-2": 32 + vector}
+    updates = owner_updates(cluster, size=4000)
+    compiled = CompiledAverage(aggregation, owners, 4000)
+    report = compiled(updates)
+    assert report.accepted
+    np.testing.assert_allclose(compiled.mean.numpy(), np.mean([u.numpy() for u in updates.values()], axis=0), atol=1e-6)
 
 
 def test_a_wide_range_falls_back_to_a_64_bit_ring_and_still_averages(cluster):

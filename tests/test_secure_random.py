@@ -31,6 +31,28 @@ def test_full_range_matches_independent_chacha20():
     np.testing.assert_array_equal(values, expected)
 
 
+@pytest.mark.parametrize(("dtype", "words"), [(tf.int32, "<u4"), (tf.int64, "<u8")])
+def test_mask_adds_and_subtracts_independent_chacha20_keystreams_modulo_the_ring(dtype, words):
+    """Longer than one 16 KB chunk and not a whole number of them, nor of 64-byte blocks."""
+    size = 9001
+    values = tf.random.uniform([size], dtype.min, dtype.max, dtype=dtype)
+    added, subtracted = [secure_random.secure_seed() for _ in range(2)], [secure_random.secure_seed()]
+    masked = secure_random.mask(values, added, subtracted).numpy().view(words)
+    expected = values.numpy().view(words).copy()
+    width = np.dtype(words).itemsize
+    for seed in added:
+        expected += np.frombuffer(chacha20_keystream(seed, width * size), dtype=words)
+    for seed in subtracted:
+        expected -= np.frombuffer(chacha20_keystream(seed, width * size), dtype=words)
+    np.testing.assert_array_equal(masked, expected)
+    assert masked.dtype == expected.dtype and not np.array_equal(masked, values.numpy().view(words))
+
+
+def test_mask_refuses_seeds_that_are_not_rows_of_eight_words():
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"added must be a \[k, 8\] int32 matrix"):
+        ops.fl_secure_mask(tf.zeros([4], tf.int32), tf.zeros([8], tf.int32), tf.zeros([0, 8], tf.int32))
+
+
 def test_power_of_two_range_takes_low_bits_of_keystream_words():
     seed = secure_random.secure_seed()
     values = ops.fl_secure_seeded_random_uniform([5000], seed, tf.constant(0), tf.constant(1 << 12)).numpy()

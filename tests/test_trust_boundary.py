@@ -16,7 +16,6 @@ import signal
 import stat
 import subprocess
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -217,47 +216,63 @@ def trained_since(compose_cluster, engine) -> float:
     return started
 
 
-def call_counts(lines: list[str], direction: str, party: str) -> Counter:
-    """(peer, method, decision) of each ingress (peer = caller) or egress (peer = callee) line."""
-    pattern = re.compile(rf"^{direction} player=\S+ {party}=(\S+) method=(\S+)(?: decision=(\S*))?")
-    return Counter(match.groups() for match in map(pattern.match, lines) if match)
+CHECKED_METHODS = ("/RecvTensor", "/CreateContext")  # peers' pulls of shares and seeds; the driver's contexts
+# HAProxy's termination state, second letter: the call ended while the egress waited for its request,
+# in its queue or for a connection, so it never reached the peer
+NOT_FORWARDED = "RQC"
 
 
-def balanced(sent: dict[str, Counter], received: dict[str, Counter]) -> bool:
-    return all(
-        received[callee][(sender, method, "allowed")] == count
-        for sender, counts in sent.items()
-        for (callee, method, _), count in counts.items()
-        if method.endswith(("/RecvTensor", "/CreateContext"))
+def calls(lines: list[str], direction: str, party: str) -> dict[str, tuple[str, str, str]]:
+    """Call id -> (peer, method, decision or, egress, termination state) of each ingress (peer = caller)
+    or egress (peer = callee) line."""
+    pattern = re.compile(
+        rf"^{direction} player=\S+ {party}=(\S+) method=(\S+) (?:decision=(\S*) )?.*?(?:ended=(\S+) )?call=(\S+)$"
     )
+    return {match[5]: (match[1], match[2], match[3] or match[4]) for match in map(pattern.match, lines) if match}
 
 
 def test_every_call_arrives_as_the_identity_that_sent_it(compose_cluster, engine, trained_since):
-    """Each sidecar's egress log (what it sent, to whom) against the receivers' ingress logs (who called, what).
+    """Each call a sidecar sent (its egress log: to whom, which method, the call id it added) against the
+    callee's ingress log of the same call id: who the receiver saw calling, and its decision.
 
     A sidecar that presented another identity's certificate (e.g. a resumed TLS session of
-    another identity) would show up here as calls counted under the wrong caller.
+    another identity) would show up here as a call received under the wrong caller.
     """
     identities = [*(p.name for p in compose_cluster.players), DRIVER]
     deadline = time.monotonic() + 20
     while True:  # a call is logged on each side when its stream closes, not always in the same second
-        logs = {identity: log_lines(engine, docker.sidecar_service(identity), trained_since) for identity in identities}
-        sent = {identity: call_counts(logs[identity], "egress", "callee") for identity in identities}
-        received = {identity: call_counts(logs[identity], "ingress", "caller") for identity in identities}
-        if balanced(sent, received) or time.monotonic() > deadline:
+        sent = {
+            identity: calls(log_lines(engine, docker.sidecar_service(identity), trained_since), "egress", "callee")
+            for identity in identities
+        }
+        # the receivers' logs from earlier on: a call that straddles the start is logged on one side first
+        received = {
+            identity: calls(log_lines(engine, docker.sidecar_service(identity), trained_since - 60), "ingress", "caller")
+            for identity in identities
+        }
+        checked, not_forwarded = {}, {}
+        for sender in identities:
+            for call, (callee, method, ended) in sent[sender].items():
+                if method.endswith(CHECKED_METHODS):
+                    (not_forwarded if ended[1] in NOT_FORWARDED else checked)[call] = (sender, callee, method, ended)
+        unmatched = {call: seen for call, seen in checked.items() if call not in received.get(seen[1], {})}
+        if not unmatched or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert not any(decision == "DENIED" for counts in received.values() for _, _, decision in counts), received
-    pairs = 0
-    for sender in identities:
-        for (callee, method, _), count in sent[sender].items():
-            if method.endswith(("/RecvTensor", "/CreateContext")):
-                assert received[callee][(sender, method, "allowed")] == count, (sender, callee, method)
-                pairs += sender != DRIVER
-    assert pairs >= len(compose_cluster.data_owners)  # owners pull seeds from each other, the model owner pulls sums
-    assert all(
-        received[p.name][(DRIVER, "/tensorflow.eager.EagerService/CreateContext", "allowed")] for p in compose_cluster.players
-    )
+    assert unmatched == {}
+    training_logs = (log_lines(engine, docker.sidecar_service(identity), trained_since) for identity in identities)
+    assert [line for lines in training_logs for line in lines if "decision=DENIED" in line] == []
+    # a call that never left its sender's sidecar was given up by the sender's own TF server (e.g. a cancelled pull)
+    assert all(ended[0] == "C" for *_, ended in not_forwarded.values()), not_forwarded
+    assert len(not_forwarded) < len(checked) / 10, not_forwarded
+    arrived = {call: received[callee][call] for call, (_, callee, _, _) in checked.items()}
+    assert {call: (sender, method, "allowed") for call, (sender, _, method, _) in checked.items()} == arrived
+    peer_pairs = {(sender, callee) for sender, callee, _, _ in checked.values() if sender != DRIVER}
+    assert len(peer_pairs) >= len(compose_cluster.data_owners)  # owners pull seeds from each other, the model owner pulls sums
+    driver_contexts = {
+        callee for sender, callee, method, _ in checked.values() if sender == DRIVER and method.endswith("/CreateContext")
+    }
+    assert driver_contexts == {p.name for p in compose_cluster.players}
 
 
 def bridge(engine, network: str) -> str:
@@ -310,7 +325,8 @@ def test_a_capture_of_the_players_network_shows_only_tls_no_update_and_no_seed(c
     players, link = tcp_streams(players_pcap), tcp_streams(link_pcap)
     owner_windows = [windows(owner_update_bytes(i), i) for i in range(len(compose_cluster.data_owners))]
     seed_bytes = {bytes.fromhex(seed["bytes"]): seed["owner"] for seed in seeds}
-    assert len(seeds) == len(compose_cluster.data_owners) * (len(compose_cluster.data_owners) - 1)
+    owners = len(compose_cluster.data_owners)
+    assert len(seeds) == owners * (owners - 1) // 2  # one seed per pair of owners
 
     link_bytes = b"\0".join(link.values())
     found_on_link = sum(window in link_bytes for window in owner_windows[0])

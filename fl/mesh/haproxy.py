@@ -6,10 +6,12 @@ on which the sidecar answers to every peer's name. So:
 - **ingress** (players' network, mutual TLS 1.3): a peer's sidecar or the driver's calls in;
   a client without a certificate from the cluster CA fails the handshake; the caller's
   certificate name and the gRPC method decide, by `fl.mesh.policy`, whether the call
-  reaches the TF server; every call is logged with the caller and the decision.
+  reaches the TF server; every call is logged with the caller, the decision and the call id
+  the caller's egress gave it.
 - **egress** (the private link only, from the principal's address only): the TF server
   dials `peer:port` from the cluster file, which lands here; the `:authority` picks the
-  peer, and the call leaves with this identity's certificate, verifying the peer's name.
+  peer, and the call leaves with this identity's certificate, verifying the peer's name,
+  and with a call id (`CALL_ID_HEADER`) that both sides log, so each call can be matched.
 - **metrics** (mutual TLS as well): GET /metrics from Prometheus or the driver is relayed
   to the principal's exporter; the driver's own GET /metrics to a player leaves through its
   sidecar the same way (the benchmark reads the owners' wire bytes so).
@@ -37,6 +39,8 @@ BUFFER_BYTES = 128 << 10
 IDLE_TIMEOUT = "1h"
 # after a reload (new certificates), the old processes' connections are closed this soon; clients reconnect
 OLD_CONNECTIONS_AFTER_RELOAD = "15s"
+# gRPC metadata the egress adds to every call and the ingress logs; the TF server ignores it
+CALL_ID_HEADER = "fl-call-id"
 
 
 @dataclass(frozen=True)
@@ -132,7 +136,8 @@ def _ingress(identity: str, tf_port: int, port: int, identity_pem: str, ca_pem: 
         "frontend ingress\n"
         f"    bind :{port} ssl crt {identity_pem} ca-file {ca_pem} verify required alpn h2\n"
         f'    log-format "ingress player={identity} caller=%[ssl_c_s_dn(CN)] method=%[var(txn.method)] '
-        f'decision=%[var(txn.decision)] status=%ST bytes_out=%B"\n'
+        f'decision=%[var(txn.decision)] status=%ST bytes_out=%B call=%[var(txn.call)]"\n'
+        f"    http-request set-var(txn.call) req.hdr({CALL_ID_HEADER})\n"
         "    http-request set-var(txn.method) path\n"
         f"    acl caller_driver ssl_c_s_dn(CN) -m str {DRIVER}\n"
         f"    acl caller_peer ssl_c_s_dn(CN) -m str {' '.join(peers)}\n"
@@ -171,7 +176,11 @@ def _egress(identity: str, addresses: SidecarAddresses, ports: list[int], peers:
     binds = "".join(f"    bind {addresses.private}:{port}{' proto h2' if kind == 'grpc' else ''}\n" for port in ports)
     routes = "".join(f"    use_backend {kind}_{peer} if {{ var(txn.callee) -m str {peer} }}\n" for peer in peers)
     logging = (
-        f'    log-format "egress player={identity} callee=%[var(txn.callee)] method=%[var(txn.method)] status=%ST"\n'
+        f'    log-format "egress player={identity} callee=%[var(txn.callee)] method=%[var(txn.method)] status=%ST '
+        'ended=%ts call=%[unique-id]"\n'
+        # unique per sidecar process (pid, start time, request counter), and across sidecars by the identity
+        f"    unique-id-format {identity}-%pid-%Ts-%rt\n"
+        f"    http-request set-header {CALL_ID_HEADER} %[unique-id]\n"
         if kind == "grpc"
         else "    no log\n"
     )

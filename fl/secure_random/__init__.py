@@ -2,7 +2,7 @@
 
 tf-encrypted 0.9.1 only ships its `secure_random` ops for TF 2.9.1; without them
 its protocols crash or quietly fall back to `tf.random`. We build our own op
-library (ChaCha20 from libsodium, OS entropy), load it in the driver and in every
+library (ChaCha20 keystreams from OpenSSL, seeds from OS entropy), load it in the driver and in every
 player server, and hand it to tfe. Secure aggregations fail closed when it is
 missing unless insecure randomness was explicitly allowed.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import types
+from collections.abc import Sequence
 from pathlib import Path
 
 import tensorflow as tf
@@ -90,6 +91,22 @@ def seeded_full_range(shape, seed: tf.Tensor, dtype=tf.int64) -> tf.Tensor:
         return tf.random.stateless_uniform(shape, tf.cast(seed[:2], tf.int64), minval=None, maxval=None, dtype=dtype)
     zero = tf.zeros([], dtype=dtype)
     return _ops.fl_secure_seeded_random_uniform(shape, seed, zero, zero)
+
+
+def mask(values: tf.Tensor, added: Sequence[tf.Tensor] = (), subtracted: Sequence[tf.Tensor] = ()) -> tf.Tensor:
+    """`values` plus the full-range expansion of each `added` seed, minus that of each `subtracted` one
+    (wrapping in the integer ring of `values`), in one pass: no keystream is stored as a tensor."""
+    require()
+    if _ops is None:
+        for seeds, sign in ((added, 1), (subtracted, -1)):
+            for seed in seeds:
+                values = values + sign * seeded_full_range(values.shape, seed, values.dtype)
+        return values
+    return _ops.fl_secure_mask(values, _seed_rows(added), _seed_rows(subtracted))
+
+
+def _seed_rows(seeds: Sequence[tf.Tensor]) -> tf.Tensor:
+    return tf.stack(seeds) if seeds else tf.zeros([0, SEED_WORDS], tf.int32)
 
 
 def _install_into_tfe(ops: types.ModuleType) -> None:

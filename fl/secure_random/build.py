@@ -1,6 +1,6 @@
 """Build the secure-random op library against the installed TensorFlow.
 
-Run as `python -m fl.secure_random.build`; needs g++ and libsodium's headers.
+Run as `python -m fl.secure_random.build`; needs g++ and the headers of libsodium and OpenSSL.
 """
 
 from __future__ import annotations
@@ -28,19 +28,22 @@ def build(force: bool = False) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     command = [
         "g++",
-        "-O2",
+        "-O3",
         "-shared",
         "-fPIC",
         str(SOURCE),
         "-o",
         str(target),
         *tf.sysconfig.get_compile_flags(),
-        *tf.sysconfig.get_link_flags(),
+        # before TensorFlow's own library, which exports BoringSSL's EVP_* functions: the op's
+        # calls bind to the first library that defines them, and must reach OpenSSL's
+        "-lcrypto",
         "-lsodium",
+        *tf.sysconfig.get_link_flags(),
     ]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        raise SystemExit(f"building {target.name} failed (need g++ and libsodium-dev):\n{result.stderr[-4000:]}")
+        raise SystemExit(f"building {target.name} failed (need g++, libsodium-dev and libssl-dev):\n{result.stderr[-4000:]}")
     return target
 
 

