@@ -260,18 +260,20 @@ class RoundRunner:
     def run(self, index: int) -> RoundResult:
         started = time.time()
         deadline = started + self.round_timeout
+        involved = self.players  # until the owners left out are known
         try:
             stamps, dropped = self._train(index, started)
             delivered = list(stamps)
             aggregation = self.aggregation.for_owners(delivered)
+            involved = list(dict.fromkeys([self.model_owner, *delivered, *aggregation.players]))
             stage = self._aggregation_stage(tuple(delivered), aggregation)
             call = BackgroundCall(self._aggregate, stage, deadline)
-            self._await(call, deadline, [self.model_owner, *delivered, *aggregation.players])
+            self._await(call, deadline, involved)
             return self._result(
                 index, started, Report.unpack(call.result(), delivered, OUTCOME_FLAGS), aggregation, stamps, dropped
             )
         except tf.errors.OpError as error:
-            failure = f"{self._culprits()} ({first_line(error.message)})"
+            failure = f"{self._culprits(involved)} ({first_line(error.message)})"
         except DeadlineExceededError as error:
             failure = str(error)
         except FLError as error:
@@ -391,7 +393,7 @@ class RoundRunner:
                 self._late_rounds.append(call)
                 if silent:
                     raise DeadlineExceededError("not answering: " + ", ".join(player.name for player in silent))
-                raise DeadlineExceededError(f"no result within its {self.round_timeout:g} s deadline; {self._culprits()}")
+                raise DeadlineExceededError(f"no result within its {self.round_timeout:g} s deadline; {self._culprits(players)}")
 
     def settle(self, seconds: float) -> None:
         """Give the calls that missed their deadline up to `seconds` to end, e.g. before reconnecting."""
@@ -469,9 +471,10 @@ class RoundRunner:
             with tf.control_dependencies(additions):
                 return Report.pack(averaged, list(owners), [weights_finite, in_time], [parts[-1]])
 
-    def _culprits(self) -> str:
-        """Who does not answer now, asked of every player rather than guessed from TF's message."""
-        silent = unreachable(self.players)
+    def _culprits(self, players: list[Player]) -> str:
+        """Who of the round's `players` does not answer now, asked of each rather than guessed from TF's message
+        (an owner already left out of the round is not one of them)."""
+        silent = unreachable(players)
         if silent:
             return "not answering: " + ", ".join(player.name for player in silent)
-        return "every player answers a status probe"
+        return "every player of the round answers a status probe"

@@ -9,6 +9,7 @@ import pytest
 
 from fl.backends import local
 from fl.backends.local import StateDir
+from fl.cluster import Cluster, probe
 from fl.data import datasets
 from fl.data.split import write_shards
 
@@ -94,3 +95,18 @@ def test_with_a_quorum_rounds_go_on_without_a_frozen_owner_and_take_it_back_once
     assert second == {"data-owner-1": "still training an earlier round"}, report
     assert report["rejoined_after_rounds"] <= 3, report  # once its late call ends, it trains again
     assert report["accuracy"] > 0.8
+
+
+def test_a_restarted_player_comes_back_as_up_started_it(tmp_path):
+    """The soak's restart: SIGKILL, then the same command line, here one with --insecure-randomness."""
+    state = StateDir(tmp_path)
+    local.up(2, state, insecure_randomness=True)
+    try:
+        before = json.loads(state.pids_file.read_text())["data-owner-0"]
+        local.restart_player(state, "data-owner-0")
+        after = json.loads(state.pids_file.read_text())["data-owner-0"]
+        command = Path(f"/proc/{after}/cmdline").read_bytes().split(b"\0")
+        assert after != before and b"--insecure-randomness" in command and b"data-owner-0" in command
+        assert probe(Cluster.load(state.cluster_file).player("data-owner-0"), timeout=5)
+    finally:
+        local.down(state)

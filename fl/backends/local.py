@@ -45,6 +45,11 @@ class StateDir:
     def pids_file(self) -> Path:
         return self.root / "pids.json"
 
+    @property
+    def commands_file(self) -> Path:
+        """Each player's command line as `up` started it, so a restart starts it the same way."""
+        return self.root / "commands.json"
+
     def log_file(self, name: str) -> Path:
         return self.root / "logs" / f"{name}.log"
 
@@ -112,7 +117,9 @@ def up(owners: int, state: StateDir, insecure_randomness: bool = False, timeout:
     cluster = Cluster(players=players, backend="local", metrics=metrics)
     Cluster.from_dict(cluster.to_dict())  # same validation as any cluster file
     cluster.save(state.cluster_file)
-    pids = {player.name: _spawn_player(state, player.name, insecure_randomness) for player in players}
+    commands = {player.name: _player_command(state, player.name, insecure_randomness) for player in players}
+    state.commands_file.write_text(json.dumps(commands, indent=2))
+    pids = {name: _spawn(command, state, name, cwd=state.player_dir(name)) for name, command in commands.items()}
     pids[DRIVER_METRICS] = _spawn([*FL_COMMAND, "driver-metrics", "--config", str(state.cluster_file)], state, DRIVER_METRICS)
     if prometheus.binary() is None:
         print("local backend: NO PROMETHEUS: `make install` unpacks Debian's; players still export /metrics", flush=True)
@@ -129,18 +136,17 @@ def up(owners: int, state: StateDir, insecure_randomness: bool = False, timeout:
     return cluster
 
 
-def _spawn_player(state: StateDir, name: str, insecure_randomness: bool) -> int:
+def _player_command(state: StateDir, name: str, insecure_randomness: bool) -> list[str]:
     command = [*FL_COMMAND, "player", name, "--config", str(state.cluster_file)]
-    if insecure_randomness:
-        command.append("--insecure-randomness")
-    return _spawn(command, state, name, cwd=state.player_dir(name))
+    return [*command, "--insecure-randomness"] if insecure_randomness else command
 
 
 def restart_player(state: StateDir, name: str, timeout: float = 90.0) -> None:
-    """SIGKILL one player, start it again as `up` did (with the secure-random op), and wait until it answers."""
+    """SIGKILL one player, start it again with the command line `up` gave it, and wait until it answers."""
     stop_player(state, name)
     pids = _read_pids(state)
-    pids[name] = _spawn_player(state, name, insecure_randomness=False)
+    command = json.loads(state.commands_file.read_text())[name]
+    pids[name] = _spawn(command, state, name, cwd=state.player_dir(name))
     state.pids_file.write_text(json.dumps(pids, indent=2))
     wait_until_ready(Cluster.load(state.cluster_file), state, timeout)
 
@@ -202,7 +208,7 @@ def down(state: StateDir, grace: float = 5.0, volumes: bool = False) -> list[str
         time.sleep(0.1)
     for pid in pids.values():
         _signal(pid, signal.SIGKILL)
-    for path in (state.pids_file, state.cluster_file):
+    for path in (state.pids_file, state.commands_file, state.cluster_file):
         path.unlink(missing_ok=True)
     if volumes:
         for directory in (state.players_dir, state.prometheus_dir):
