@@ -392,8 +392,8 @@ class RoundRunner:
             if silent or time.time() >= deadline + CLOCK_MARGIN:
                 self._late_rounds.append(call)
                 if silent:
-                    raise DeadlineExceededError("not answering: " + ", ".join(player.name for player in silent))
-                raise DeadlineExceededError(f"no result within its {self.round_timeout:g} s deadline; {self._culprits(players)}")
+                    raise DeadlineExceededError(_named(silent))
+                raise DeadlineExceededError(f"no result within its {self.round_timeout:g} s deadline; {_named(silent)}")
 
     def settle(self, seconds: float) -> None:
         """Give the calls that missed their deadline up to `seconds` to end, e.g. before reconnecting."""
@@ -474,7 +474,11 @@ class RoundRunner:
     def _culprits(self, players: list[Player]) -> str:
         """Who of the round's `players` does not answer now, asked of each rather than guessed from TF's message
         (an owner already left out of the round is not one of them)."""
-        silent = unreachable(players)
-        if silent:
-            return "not answering: " + ", ".join(player.name for player in silent)
-        return "every player of the round answers a status probe"
+        return _named(unreachable(players))
+
+
+def _named(silent: list[Player]) -> str:
+    """What a status probe of a round's players found."""
+    if silent:
+        return "not answering: " + ", ".join(player.name for player in silent)
+    return "every player of the round answers a status probe"

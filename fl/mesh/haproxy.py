@@ -178,7 +178,7 @@ def _egress(identity: str, addresses: SidecarAddresses, ports: list[int], peers:
     logging = (
         f'    log-format "egress player={identity} callee=%[var(txn.callee)] method=%[var(txn.method)] status=%ST '
         'ended=%ts call=%[unique-id]"\n'
-        # unique per sidecar process (pid, start time, request counter), and across sidecars by the identity
+        # unique within a sidecar (its pid, the request's second, its request counter), across sidecars by the identity
         f"    unique-id-format {identity}-%pid-%Ts-%rt\n"
         f"    http-request set-header {CALL_ID_HEADER} %[unique-id]\n"
         if kind == "grpc"

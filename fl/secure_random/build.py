@@ -28,7 +28,7 @@ def build(force: bool = False) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     command = [
         "g++",
-        "-O3",
+        "-O2",
         "-shared",
         "-fPIC",
         str(SOURCE),

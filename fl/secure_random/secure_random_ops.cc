@@ -49,12 +49,11 @@ using ::tensorflow::errors::Internal;
 
 constexpr int kSeedWords = crypto_stream_chacha20_ietf_KEYBYTES / sizeof(int32_t);
 
-// The ChaCha20 keystream of one key from block `counter` on, in order, by OpenSSL.
+// The ChaCha20 keystream of one key, in order, by OpenSSL.
 class ChaCha20 {
  public:
-  ChaCha20(const unsigned char* key, uint32_t counter) : context_(EVP_CIPHER_CTX_new()) {
-    unsigned char iv[16] = {0};  // OpenSSL's ChaCha20 IV: the 32-bit block counter, then the 96-bit nonce
-    std::memcpy(iv, &counter, sizeof(counter));  // little-endian hosts only (x86-64, aarch64)
+  explicit ChaCha20(const unsigned char* key) : context_(EVP_CIPHER_CTX_new()) {
+    const unsigned char iv[16] = {0};  // OpenSSL's ChaCha20 IV: the 32-bit block counter (0), then the nonce (0)
     ok_ = context_ != nullptr && EVP_EncryptInit_ex(context_, EVP_chacha20(), nullptr, key, iv) == 1;
   }
 
@@ -89,7 +88,7 @@ class ChaCha20 {
 // One key's keystream, read as a few bytes at a time (rejection sampling) or as a run of bytes.
 class KeyStream {
  public:
-  explicit KeyStream(const unsigned char* key) : cipher_(key, 0) {}
+  explicit KeyStream(const unsigned char* key) : cipher_(key) {}
 
   bool ok() const { return cipher_.ok(); }
 
@@ -103,7 +102,7 @@ class KeyStream {
   template <typename U>
   U Next() {
     if (position_ + sizeof(U) > buffer_.size()) {
-      buffer_.assign(kRefillBytes, 0);
+      buffer_.resize(kRefillBytes);
       cipher_.Next(buffer_.data(), buffer_.size());
       position_ = 0;
     }
@@ -184,7 +183,7 @@ bool FoldKeystreams(const Tensor& added, const Tensor& subtracted, T* out, int64
   for (const Tensor* seeds : {&added, &subtracted}) {
     for (int64_t k = 0; k < seeds->dim_size(0); ++k) {
       const auto* key = reinterpret_cast<const unsigned char*>(seeds->matrix<int32_t>().data() + k * kSeedWords);
-      ciphers.push_back(std::make_unique<ChaCha20>(key, 0));
+      ciphers.push_back(std::make_unique<ChaCha20>(key));
       subtracts.push_back(seeds == &subtracted);
     }
   }
