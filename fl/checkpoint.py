@@ -1,8 +1,8 @@
 """The model owner's checkpoints: a run that stops can continue from its last completed round.
 
-After each completed round the weights, the number of completed rounds and the run's
-settings are written to the model owner's own storage by ops placed on the model owner, so
-the weights never cross the network or touch the driver's disk; only a fingerprint of
+After each completed round the weights (and the server optimizer's state: moments, step),
+the number of completed rounds and the run's settings are written to the model owner's own
+storage by ops placed on the model owner, so the weights never cross the network or touch the driver's disk; only a fingerprint of
 them comes back. TF has no remote rename, so a write is made safe by two slots used in
 turn: a slot is its weights file and then its manifest (rounds, settings, fingerprint),
 and a restore takes the newest slot whose weights match its manifest. A crash in the
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,13 +39,15 @@ class Checkpoint:
 
 
 class ModelOwnerCheckpoints:
-    """Checkpoints of `model`'s weights in `<model owner's data dir>/checkpoints/`, written and read on the model owner."""
+    """Checkpoints of `model`'s weights and `state` in `<model owner's data dir>/checkpoints/`, written and read on the
+    model owner."""
 
-    def __init__(self, model_owner: Player, model: tf.keras.Model) -> None:
+    def __init__(self, model_owner: Player, model: tf.keras.Model, state: Sequence[tf.Variable] = ()) -> None:
         if not model_owner.data_dir:
             raise FLError(f"the model owner {model_owner.name} has no data directory in the cluster file to keep checkpoints")
         self.model_owner = model_owner
         self.model = model
+        self.variables = [*model.weights, *state]
         self.directory = f"{model_owner.data_dir.rstrip('/')}/{DIRECTORY}"
 
     def _path(self, slot: str, kind: str) -> str:
@@ -53,7 +56,7 @@ class ModelOwnerCheckpoints:
     def save(self, completed_rounds: int, settings: dict[str, Any]) -> None:
         slot = SLOTS[completed_rounds % len(SLOTS)]
         with tf.device(self.model_owner.device_name):
-            blob = tf.io.serialize_tensor(tf.stack([tf.io.serialize_tensor(weights) for weights in self.model.weights]))
+            blob = tf.io.serialize_tensor(tf.stack([tf.io.serialize_tensor(variable) for variable in self.variables]))
             tf.io.write_file(self._path(slot, "weights"), blob)
             manifest = {"completed_rounds": completed_rounds, "settings": settings, "fingerprint": _fingerprint(blob)}
             tf.io.write_file(self._path(slot, "manifest"), tf.constant(json.dumps(manifest)))
@@ -77,20 +80,22 @@ class ModelOwnerCheckpoints:
         return None
 
     def restore(self, checkpoint: Checkpoint) -> None:
-        """Assign the checkpoint's weights to the model, on the model owner; refuse a model of another shape."""
+        """Assign the checkpoint's weights and state, on the model owner; refuse a model of another shape."""
         with tf.device(self.model_owner.device_name):
             stored = tf.io.parse_tensor(tf.io.read_file(self._path(checkpoint.slot, "weights")), tf.string)
-            values = [tf.io.parse_tensor(stored[i], weights.dtype) for i, weights in enumerate(self.model.weights)]
-        if int(tf.shape(stored)[0]) != len(self.model.weights) or any(
-            value.shape != weights.shape for value, weights in zip(values, self.model.weights)
-        ):
+        if int(tf.shape(stored)[0]) != len(self.variables):
+            values = []
+        else:
+            with tf.device(self.model_owner.device_name):
+                values = [tf.io.parse_tensor(stored[i], variable.dtype) for i, variable in enumerate(self.variables)]
+        if not values or any(value.shape != variable.shape for value, variable in zip(values, self.variables)):
             raise FLError(
                 f"the checkpoint of round {checkpoint.completed_rounds} on {self.model_owner.name} holds another model's "
                 "weights: train the same model, or start afresh without --resume"
             )
         with tf.device(self.model_owner.device_name):
-            for weights, value in zip(self.model.weights, values):
-                weights.assign(value)
+            for variable, value in zip(self.variables, values):
+                variable.assign(value)
 
     def export(self, path: str) -> str:
         """The model in Keras format on the model owner: `path` there, relative to its data directory unless absolute.

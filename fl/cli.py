@@ -10,10 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fl.aggregation.registry import AGGREGATIONS, DEFAULT_AGGREGATION, REGISTRY
+from fl import settings as train_settings
+from fl.aggregation.registry import AGGREGATIONS
 from fl.backends.local import DEFAULT_STATE_DIR
 from fl.errors import FLError
-from fl.phases import DEFAULT_ROUND_TIMEOUT
+from fl.policies import PARTITIONS
 
 DEFAULT_OWNERS = 3
 KERAS_SUFFIX = ".keras"  # what Keras 2.12 saves in its own format
@@ -53,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--backend", choices=["local", "docker", "auto"], default="auto", help="auto: docker if an engine answers")
     up.add_argument("--owners", type=int, default=DEFAULT_OWNERS)
     up.add_argument("--dataset", default="digits", help="the data set split among the owners (simulation)")
+    _partition_flags(up)
+    up.add_argument(
+        "--data",
+        type=Path,
+        help="the owners' own files instead of a split: DIR/<player name>/ for every data owner and the model owner, "
+        "each visible to its own player only (as <its data dir>/own)",
+    )
     up.add_argument(
         "--tls",
         action=argparse.BooleanOptionalAction,
@@ -80,10 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("--lines", type=int, default=20)
 
     split = commands.add_parser("split", help="SIMULATION ONLY: split a data set among the data owners")
-    split.add_argument("--dataset", default="digits", help="digits (offline), mnist (download) or npz:PATH")
-    split.add_argument("--partition", choices=["iid", "dirichlet"], default="iid")
-    split.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (dirichlet only)")
-    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--dataset", default="digits", help="digits, diabetes (offline), mnist (download) or npz:PATH")
+    _partition_flags(split)
     split.add_argument("--only", help="write only this player's file (each host prepares its own)")
     split.add_argument("--config", type=Path, default=DEFAULT_STATE_DIR / "cluster.json", help="cluster file")
     split.set_defaults(run=_split)
@@ -103,40 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=_bench)
 
     train = commands.add_parser("train", help="federated training on the running cluster")
-    train.add_argument(
-        "--aggregation",
-        choices=AGGREGATIONS,
-        default=DEFAULT_AGGREGATION,
-        help="; ".join(f"{entry.name}: {entry.summary}" for entry in REGISTRY.values()),
-    )
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--rounds-per-epoch", type=int, default=1)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--local-epochs", type=int, default=1)
-    train.add_argument("--learning-rate", type=float, default=0.3)
-    train.add_argument("--algorithm", choices=["fedavg", "fedsgd"], default="fedavg")
-    train.add_argument("--value-range", type=float, default=32.0, help="fixed-point range ±R of update values")
-    train.add_argument("--out-of-range", choices=["clip", "refuse"], default="clip")
-    train.add_argument(
-        "--max-clipped-fraction",
-        type=float,
-        default=0.01,
-        help="refuse a round in which an owner had more than this fraction of its update clipped (clip only)",
-    )
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument(
-        "--round-timeout",
-        type=float,
-        default=DEFAULT_ROUND_TIMEOUT,
-        help=f"seconds a round may take before it fails, naming the players that do not answer "
-        f"(default {DEFAULT_ROUND_TIMEOUT:g}); owners deliver their updates within half of it; the model stays unchanged",
-    )
-    train.add_argument(
-        "--min-owners",
-        type=int,
-        help="the quorum: a round averages the owners that delivered by the local-training deadline if at least "
-        "this many did, and names the others (default: every owner)",
-    )
+    for flag, options in train_settings.flags():
+        train.add_argument(flag, **options)
     train.add_argument("--json", help="write a JSON summary here (also when the run fails or is interrupted)")
     train.add_argument(
         "--save",
@@ -146,15 +120,29 @@ def _parser() -> argparse.ArgumentParser:
         "/data in its container volume)",
     )
     train.add_argument(
-        "--resume", action="store_true", help="continue from the last round checkpointed on the model owner (same settings)"
-    )
-    train.add_argument(
         "--config", type=Path, help="cluster file (default: the state directory's; on docker the driver's own, not settable)"
     )
     _state_flag(train)
     _insecure_flag(train)
     train.set_defaults(run=_train)
+
+    run = commands.add_parser(
+        "run", help="run your own script as the driver of the state directory's cluster (on docker: in the driver container)"
+    )
+    run.add_argument("script", type=Path, help="a Python script; it connects with fl.connect() and writes to fl.results_dir()")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="passed to the script as sys.argv[1:]")
+    run.add_argument("--config", type=Path, help=argparse.SUPPRESS)  # the driver container's own cluster file
+    _state_flag(run)
+    _insecure_flag(run)
+    run.set_defaults(run=_run)
     return parser
+
+
+def _partition_flags(command: argparse.ArgumentParser) -> None:
+    """SIMULATION ONLY: how a public data set is split among the owners."""
+    command.add_argument("--partition", choices=PARTITIONS, default="iid", help="iid, or label skew by a Dirichlet draw")
+    command.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration: smaller, more skew (dirichlet only)")
+    command.add_argument("--seed", type=int, default=0, help="seeds the split")
 
 
 def _cluster_command(commands, name: str, run, text: str) -> argparse.ArgumentParser:
@@ -198,15 +186,23 @@ def _up(args) -> None:
     backend = backends.named(args.backend, args.state_dir)
     if args.backend == "auto":
         print("backend: {} ({})".format(*backends.automatic_choice()))
-    settings = backends.UpSettings(args.owners, args.dataset, args.tls, args.insecure_randomness)
+    data = backends.DataSettings(args.dataset, args.partition, args.alpha, args.seed, args.data)
+    settings = backends.UpSettings(args.owners, data, args.tls, args.insecure_randomness)
     cluster = backend.up(settings)
     print(f"{backend.name} backend: {len(cluster.players)} players up ({args.owners} data owners); {backend.where}")
     print(f"links: {cluster.links}")
     print(f"metrics: Prometheus at {cluster.metrics.prometheus}")
-    if cluster.dataset is None:  # the local players share this host's disk: split here, into each owner's directory
-        _split(
-            argparse.Namespace(config=backend.cluster_file, dataset=args.dataset, partition="iid", alpha=0.5, seed=0, only=None)
-        )
+    print(f"data: {describe_data(cluster)}")
+
+
+def describe_data(cluster) -> str:
+    """What the owners hold: their own files, or a simulated split with each shard's size."""
+    dataset = cluster.dataset
+    if dataset is None:
+        return "each owner's own files (fl up --data), in <its data dir>/own; train with `fl run SCRIPT`"
+    split = dataset.partition if dataset.partition == "iid" else f"{dataset.partition} alpha={dataset.alpha:g}"
+    shards = ", ".join(f"{owner} {count}" for owner, count in (dataset.train_examples or {}).items())
+    return f"SIMULATION: {dataset.name} split {split} (seed {dataset.seed}): {shards}; test set {dataset.test_examples}"
 
 
 def _certs(args) -> None:
@@ -232,9 +228,9 @@ def _certs(args) -> None:
 
 
 def _render(args) -> None:
-    from fl.backends import docker
+    from fl.backends import DataSettings, docker
 
-    path = docker.write_project(args.directory, args.owners, docker.dataset_settings(args.dataset), tls=args.tls)
+    path = docker.write_project(args.directory, args.owners, DataSettings(args.dataset), tls=args.tls)
     print(f"wrote {path} and its cluster file for {args.owners} data owners")
 
 
@@ -243,7 +239,9 @@ def _status(args) -> int:
 
     backend = _cluster_backend(args.state_dir)
     rows = backend.status()
-    print(f"{backend.name} backend ({backend.where}); links: {Cluster.load(backend.cluster_file).links}")
+    cluster = Cluster.load(backend.cluster_file)
+    print(f"{backend.name} backend ({backend.where}); links: {cluster.links}")
+    print(f"data: {describe_data(cluster)}")
     for row in rows:
         print(f"{row.player:<14} {row.role:<15} {row.address:<22} {row.where:<26} {row.process:<8} {row.server:<14} {row.link}")
     return 0 if all(row.healthy for row in rows) else 1
@@ -319,11 +317,45 @@ def _bench(args) -> None:
 
 
 def _train(args) -> int | None:
-    from fl import backends, driver_lock
-    from fl.train import TrainSettings, train
+    settings = train_settings.TrainSettings(
+        **{name: getattr(args, name) for name in train_settings.flag_fields()}
+    )  # before anything starts: a bad setting is one line
+    return _as_driver(args, lambda config: _train_here(config, settings, args))
+
+
+def _train_here(config: Path, settings, args) -> None:
+    from fl.train import train
+
+    summary = train(str(config), settings, args.json, args.insecure_randomness, args.save)
+    rounds = f"{summary['rounds']} rounds" + (f", mean round {summary['mean_round_seconds']:.3f}s" if summary["rounds"] else "")
+    print(f"{summary['aggregation']}: test accuracy {summary['test_accuracy']:.4f}, loss {summary['test_loss']:.4f}, {rounds}")
+
+
+def _run(args) -> int | None:
+    from fl import experiment
+
+    script = args.script.resolve()
+    if not script.is_file():
+        raise FLError(f"{args.script}: no such script; pass the path of a Python file, e.g. examples/cnn_digits.py")
+    backend = _active_or_none(args.state_dir)
+    if backend is not None and not backend.driver_is_this_host:
+        return experiment.run_in_container(backend, script, args.args, args.argv)
+    return _as_driver(args, lambda config: experiment.run_here(script, args.args, config, args.insecure_randomness))
+
+
+def _active_or_none(state_dir: Path):
+    from fl import backends
+
+    return backends.active(state_dir)
+
+
+def _as_driver(args, run_here) -> int | None:
+    """Run as the cluster's one driver: here (local backend, or inside the driver container), or forward the
+    command to the driver container, where a Ctrl-C on this host is passed on."""
+    from fl import driver_lock
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a stopped run ends like Ctrl-C: one line, exit 130
-    backend = backends.active(args.state_dir)
+    backend = _active_or_none(args.state_dir)
     if backend is not None and not backend.driver_is_this_host:
         if args.config is not None:
             raise FLError(
@@ -332,38 +364,24 @@ def _train(args) -> int | None:
             )
         print(f"{backend.name} backend: training runs in the driver container")
         forwarded = _without_options(args.argv, ("--state-dir",))
-        driver = backend.exec(["fl", *forwarded, "--config", backend.driver_cluster_file])
-        try:
-            return driver.wait()
-        except KeyboardInterrupt:
-            backend.interrupt_driver()
-            try:
-                driver.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                driver.kill()
-            raise
+        return forward_to_driver(backend, ["fl", *forwarded, "--config", backend.driver_cluster_file])
     config = args.config or (backend.cluster_file if backend else args.state_dir / "cluster.json")
-
-    settings = TrainSettings(
-        aggregation=args.aggregation,
-        epochs=args.epochs,
-        rounds_per_epoch=args.rounds_per_epoch,
-        batch_size=args.batch_size,
-        local_epochs=args.local_epochs,
-        learning_rate=args.learning_rate,
-        algorithm=args.algorithm,
-        value_range=args.value_range,
-        out_of_range=args.out_of_range,
-        max_clipped_fraction=args.max_clipped_fraction,
-        seed=args.seed,
-        resume=args.resume,
-        round_timeout=args.round_timeout,
-        min_owners=args.min_owners,
-    )
     with driver_lock.hold(str(config)):
-        summary = train(str(config), settings, args.json, args.insecure_randomness, args.save)
-    rounds = f"{summary['rounds']} rounds" + (f", mean round {summary['mean_round_seconds']:.3f}s" if summary["rounds"] else "")
-    print(f"{summary['aggregation']}: test accuracy {summary['test_accuracy']:.4f}, loss {summary['test_loss']:.4f}, {rounds}")
+        return run_here(config)
+
+
+def forward_to_driver(backend, argv: list[str], options: list[str] = ()) -> int:
+    """`argv` in the driver container (`options` for `docker exec`); its exit code, and a Ctrl-C here reaches it."""
+    driver = backend.exec(argv, options)
+    try:
+        return driver.wait()
+    except KeyboardInterrupt:
+        backend.interrupt_driver()
+        try:
+            driver.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            driver.kill()
+        raise
 
 
 def _keras_path(path: str) -> str:

@@ -21,6 +21,7 @@ driver only ever passes these paths along, it never opens them.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -36,6 +37,7 @@ DRIVER = "driver"  # the driver's identity on the mesh; no player may take this 
 MONITOR = "prometheus"  # Prometheus's identity on the mesh: it scrapes every sidecar over mutual TLS
 GET_STATUS = "/tensorflow.WorkerService/GetStatus"
 MIN_DATA_OWNERS = 2
+OWN_DATA_DIR = "own"  # under an owner's data directory: its own files, as `fl up --data` found them
 
 # how a player's /metrics counts wire bytes: its own network namespace, or the host's shared interfaces
 OWN_NAMESPACE = "own_namespace"
@@ -57,6 +59,11 @@ class Player:
         return f"/job:{JOB_NAME}/replica:0/task:{self.index}/device:CPU:0"
 
     @property
+    def own_data_dir(self) -> str | None:
+        """Where the owner's own files are (`fl up --data DIR` puts DIR/<name>/ there): read them with graph ops."""
+        return f"{self.data_dir.rstrip('/')}/{OWN_DATA_DIR}" if self.data_dir else None
+
+    @property
     def host(self) -> str:
         return self.address.rsplit(":", 1)[0]
 
@@ -73,13 +80,21 @@ class DatasetInfo:
     """Public facts about the data the owners hold (never the data): what the driver needs to build the model."""
 
     name: str
-    feature_size: int
-    num_classes: int
+    feature_shape: tuple[int, ...]
+    num_classes: int  # 0: a regression target
+    label_dtype: str = "int64"
     partition: str = "iid"
     alpha: float = 0.5
     seed: int = 0
     train_examples: dict[str, int] | None = None
     test_examples: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "feature_shape", tuple(self.feature_shape))
+
+    @property
+    def feature_size(self) -> int:
+        return math.prod(self.feature_shape)
 
 
 @dataclass(frozen=True)

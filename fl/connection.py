@@ -13,14 +13,20 @@ logger = logging.getLogger(__name__)
 _connected: Cluster | None = None
 
 
-def connect(cluster_file: str | Path, insecure_randomness: bool = False) -> Cluster:
+def connect(cluster_file: str | Path | None = None, insecure_randomness: bool | None = None) -> Cluster:
     """Check every player answers, then make this process the tfe driver of the cluster.
+
+    Without arguments, the cluster `fl run` gave the script (else `.fl/cluster.json`), with its randomness setting.
 
     TensorFlow supports one remote cluster per process, so connecting again to the
     same hostmap is a no-op and connecting to a different one is refused.
     """
     global _connected
-    cluster = Cluster.load(cluster_file)
+    from fl import experiment
+
+    cluster = Cluster.load(cluster_file or experiment.cluster_file())
+    if insecure_randomness is None:
+        insecure_randomness = experiment.insecure_randomness()
     if _connected is not None:
         if _connected.hostmap != cluster.hostmap:
             raise RuntimeError("this process already drives another cluster; use a new process")

@@ -9,6 +9,12 @@ def first_line(message: str | None) -> str:
     return lines[0][:300] if lines else "unknown error"
 
 
+def last_line(message: str | None) -> str:
+    """The last line of a traced-function error (Keras puts what went wrong at the end), for a one-line error."""
+    lines = [line.strip() for line in (message or "").strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "unknown error"
+
+
 class FLError(Exception):
     """Base class of every error FL Testbed raises on purpose."""
 

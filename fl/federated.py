@@ -6,9 +6,13 @@
     history = model.fit(data_sources, epochs=10)      # federated rounds over the data owners
     model.evaluate(test_data)                         # on the model owner's own data
 
-Inside the context the model owner's device is in scope and `compile` is
-intercepted: a compiled model whose weights are not on the model owner is
-refused, and a model that passes gets federated `fit` and `evaluate`.
+`data_sources` holds one pipeline per data owner: `{owner: fn}` with `fn(owner)` building
+that owner's `tf.data.Dataset` from graph ops, `OwnerPipeline`s, or the testbed's own
+shards (`OwnerData`, fl/data/sources.py). Inside the context the model owner's device is in
+scope and `compile` is intercepted: a compiled model whose weights are not on the model
+owner is refused, and a model that passes gets federated `fit` and `evaluate`. The round's
+settings come as small dataclasses (fl/policies.py): the owners' `LocalTraining`, the
+model owner's `ServerOptimizer`, the `Weighting` of the average, the `RoundPolicy`.
 """
 
 from __future__ import annotations
@@ -17,19 +21,24 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import tensorflow as tf
 
 from fl import connection
 from fl.aggregation.base import Aggregation
 from fl.cluster import Player
+from fl.data.pipelines import OwnerPipeline, Pipeline, check_specs
 from fl.data.sources import OwnerData
 from fl.errors import FLError, LocalityError
-from fl.local_training import OwnerTrainer, TrainingSpec, training_spec
-from fl.phases import DEFAULT_ROUND_TIMEOUT
+from fl.local_training import OwnerTrainer, TrainingSpec, training_spec, unpack, weighted
+from fl.local_training import batch_size as batch_size_of
+from fl.metrics.training import TrainingMetrics
+from fl.policies import LocalTraining, RoundPolicy, ServerOptimizer, Weighting
 from fl.rounds import RoundListener, RoundResult, RoundRunner
+from fl.server_update import ServerUpdate
 
-ALGORITHMS = ("fedavg", "fedsgd")
+DataSources = Mapping[Player, "Pipeline | Callable[..., tf.data.Dataset]"] | Sequence[Pipeline]
 
 logger = logging.getLogger(__name__)
 
@@ -40,19 +49,14 @@ class FederatedLearning:
         model_owner: Player,
         aggregation: Aggregation,
         *,
-        algorithm: str = "fedavg",
-        local_epochs: int = 1,
-        local_steps: int | None = None,
-        batch_size: int = 32,
-        server_learning_rate: float = 1.0,
+        local: LocalTraining = LocalTraining(),
+        server: ServerOptimizer = ServerOptimizer(),
+        weighting: Weighting | str = Weighting(),
+        rounds: RoundPolicy = RoundPolicy(),
         seed: int = 0,
         round_listeners: Sequence[RoundListener] = (),
-        round_timeout: float = DEFAULT_ROUND_TIMEOUT,
-        min_owners: int | None = None,
     ) -> None:
-        """`round_timeout` bounds each round; `min_owners` is the quorum of a round, default every owner (fl/rounds.py)."""
-        if algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm={algorithm!r}; use one of {', '.join(ALGORITHMS)}")
+        """`weighting`: a Weighting, or "examples" / "uniform" with its default bound."""
         cluster = connection.current()
         if model_owner != cluster.model_owner:
             raise ValueError(f"{model_owner.name} is not the cluster's model owner {cluster.model_owner.name}")
@@ -64,21 +68,22 @@ class FederatedLearning:
         self.cluster = cluster
         self.model_owner = model_owner
         self.aggregation = aggregation
-        self.algorithm = algorithm
-        self.local_epochs = local_epochs
-        self.local_steps = 1 if algorithm == "fedsgd" else local_steps
-        self.batch_size = batch_size
-        self.server_learning_rate = server_learning_rate
+        self.local = local
+        self.server = server
+        self.weighting = Weighting(weighting) if isinstance(weighting, str) else weighting
+        self.rounds = rounds
         self.seed = seed
-        self.round_timeout = round_timeout
-        self.min_owners = min_owners
         self.round_results: list[RoundResult] = []  # this process's rounds
         self.completed_rounds = 0  # the model's rounds, a resumed run's earlier ones included
         self._resumed_rounds = 0  # rounds the next fit skips: done before a checkpoint was restored
         self.round_listeners = list(round_listeners)
+        if cluster.metrics and not any(isinstance(listener, TrainingMetrics) for listener in self.round_listeners):
+            # rounds are exported whatever script runs them (fl run), as fl train's are
+            self.round_listeners.append(TrainingMetrics(aggregation.name, Path(cluster.metrics.driver_textfile)))
         self._scope = None
-        self._trainers: dict[tuple[int, OwnerData], OwnerTrainer] = {}
-        self._runners: dict[tuple[int, tuple[OwnerData, ...]], RoundRunner] = {}
+        self._trainers: dict[tuple[int, Pipeline], OwnerTrainer] = {}
+        self._runners: dict[tuple[int, tuple[Pipeline, ...]], RoundRunner] = {}
+        self._server_updates: dict[int, ServerUpdate] = {}
         self._refresh_needed = False
         self._keras_compile: Callable | None = None
 
@@ -128,27 +133,35 @@ class FederatedLearning:
         spec = training_spec(model, loss, metrics)
         model.fit = lambda x, **kwargs: self.fit(model, spec, x, **kwargs)
         model.evaluate = lambda x, **kwargs: self.evaluate(model, spec, x, **kwargs)
+        with tf.device(self.model_owner.device_name):
+            self._server_updates[id(model)] = ServerUpdate(self.server, model.weights, self.model_owner.device_name)
+
+    def server_update(self, model: tf.keras.Model) -> ServerUpdate:
+        """The model owner's optimizer for `model`: its state is checkpointed with the weights."""
+        return self._server_updates[id(model)]
 
     def fit(
         self,
         model: tf.keras.Model,
         spec: TrainingSpec,
-        x: Mapping[Player, OwnerData] | Sequence[OwnerData],
+        x: DataSources,
         epochs: int = 1,
         rounds_per_epoch: int = 1,
         verbose: int | str = "auto",
         callbacks: Sequence[tf.keras.callbacks.Callback] | None = None,
-        validation_data: OwnerData | None = None,
+        validation_data: Pipeline | Callable[..., tf.data.Dataset] | None = None,
         initial_epoch: int = 0,
     ) -> tf.keras.callbacks.History:
         """Federated training: `epochs` x `rounds_per_epoch` rounds over the owners' own data.
 
         As in Keras, `initial_epoch` resumes a run; after `resume_from`, the rounds of that epoch done before are skipped.
         """
+        if epochs < 1 or rounds_per_epoch < 1:
+            raise FLError(f"epochs {epochs}, rounds_per_epoch {rounds_per_epoch}: each must be at least 1")
         sources = self._data_sources(x)
         if self._refresh_needed:  # the last fit failed: players may have restarted since
             for runner in self._runners.values():  # reconnecting under a call still in flight can hang TF
-                runner.settle(self.round_timeout)
+                runner.settle(self.rounds.round_timeout)
             connection.refresh()
             self._trainers.clear()  # replicas on a restarted owner are gone
             self._runners.clear()  # and so are the functions registered there
@@ -220,12 +233,13 @@ class FederatedLearning:
         self,
         model: tf.keras.Model,
         spec: TrainingSpec,
-        x: OwnerData,
+        x: Pipeline | Callable[..., tf.data.Dataset],
         batch_size: int = 256,
         verbose: int | str = "auto",
         return_dict: bool = False,
     ):
-        """Loss and metrics of the global model on the model owner's own data, computed there."""
+        """Loss and metrics of the global model on the model owner's own data (a pipeline there), computed there."""
+        x = OwnerPipeline(self.model_owner, x) if callable(x) and not hasattr(x, "player") else x
         if x.player != self.model_owner:
             raise LocalityError(
                 f"evaluate runs on the model owner {self.model_owner.name}; pass data that lives there, not on {x.player.name}"
@@ -240,40 +254,49 @@ class FederatedLearning:
             print(f"evaluate on {self.model_owner.name}: {int(totals[-1])} examples - {shown} - {elapsed:.2f}s")
         return values if return_dict else list(values.values())
 
-    def _runner(self, model: tf.keras.Model, spec: TrainingSpec, sources: dict[Player, OwnerData]) -> RoundRunner:
-        """One runner per (model, data sources), kept across fit calls so its compiled stages are traced once."""
+    def _runner(self, model: tf.keras.Model, spec: TrainingSpec, sources: dict[Player, Pipeline]) -> RoundRunner:
+        """One runner per (model, data sources), kept across fit calls so its compiled stages are traced once.
+
+        A new runner first traces every owner's pipeline on the driver (no op runs) to check its element spec.
+        """
         key = (id(model), tuple(sources.values()))
         if key not in self._runners:
+            check_specs(sources, self.local.batch_size, model, functools.partial(_probe, model, spec))
             self._runners[key] = RoundRunner(
                 self.cluster,
                 model,
                 self.aggregation,
                 {owner: functools.partial(self._trainer, model, spec, data) for owner, data in sources.items()},
                 spec,
-                self.server_learning_rate,
+                self.server_update(model),
                 self.seed,
-                self.round_timeout,
-                self.min_owners,
+                self.rounds,
+                self.weighting,
             )
         return self._runners[key]
 
-    def _trainer(self, model: tf.keras.Model, spec: TrainingSpec, data: OwnerData) -> OwnerTrainer:
+    def _trainer(self, model: tf.keras.Model, spec: TrainingSpec, data: Pipeline) -> OwnerTrainer:
         """One replica per (model, data source), kept across fit calls like Keras keeps its train function."""
         key = (id(model), data)
         if key not in self._trainers:
-            self._trainers[key] = OwnerTrainer(model, data, spec, self.batch_size, self.local_epochs, self.local_steps)
+            self._trainers[key] = OwnerTrainer(model, data, spec, self.local)
         return self._trainers[key]
 
-    def _data_sources(self, x) -> dict[Player, OwnerData]:
-        sources = list(x.values()) if isinstance(x, Mapping) else list(x)
-        if not sources or not all(isinstance(source, OwnerData) for source in sources):
-            raise FLError("fit takes one OwnerData per data owner (see fl.data.owner_sources), not raw arrays")
+    def _data_sources(self, x: DataSources) -> dict[Player, Pipeline]:
         if isinstance(x, Mapping):
-            wrong_key = [player.name for player, source in x.items() if source.player != player]
+            wrong_key = [player.name for player, source in x.items() if getattr(source, "player", player) != player]
             if wrong_key:
                 raise LocalityError(
                     f"data given for {', '.join(wrong_key)} lives on another player; key each source by its owner"
                 )
+            sources = [source if hasattr(source, "player") else OwnerPipeline(player, source) for player, source in x.items()]
+        else:
+            sources = list(x) if isinstance(x, Sequence) else []
+        if not sources or not all(isinstance(source, (OwnerData, OwnerPipeline)) for source in sources):
+            raise FLError(
+                "fit takes one pipeline per data owner: {owner: fn} with fn(owner) -> tf.data.Dataset, "
+                "OwnerPipeline(owner, fn)s, or OwnerData shards (fl.data.owner_sources); not arrays"
+            )
         owners = [source.player for source in sources]
         not_owners = [p.name for p in owners if p not in self.cluster.data_owners]
         if not_owners:
@@ -285,15 +308,27 @@ class FederatedLearning:
         return {source.player: source for source in sources}
 
 
-def _evaluation_function(model: tf.keras.Model, spec: TrainingSpec, data: OwnerData, batch_size: int):
+def _probe(model: tf.keras.Model, spec: TrainingSpec, element) -> tf.Tensor:
+    """What a training step does with one element, traced only: does the model take it, and its loss?"""
+    features, labels, sample_weights = unpack(element)
+    predictions = model(features, training=False)
+    return tf.reduce_sum(weighted(spec.per_example_loss(labels, predictions), sample_weights))
+
+
+def _evaluation_function(model: tf.keras.Model, spec: TrainingSpec, data: Pipeline, batch_size: int):
     @tf.function
     def evaluate() -> tf.Tensor:
         totals = tf.zeros([len(spec.metric_names) + 1], tf.float32)
-        for features, labels in data.dataset(batch_size):
+        for element in data.dataset(batch_size):
+            features, labels, sample_weights = unpack(element)
             predictions = model(features, training=False)
-            values = [tf.reduce_sum(spec.per_example_loss(labels, predictions))]
-            values += [tf.reduce_sum(tf.cast(fn(labels, predictions), tf.float32)) for _, fn in spec.metrics]
-            values.append(tf.cast(tf.shape(labels)[0], tf.float32))
+            values = [tf.reduce_sum(weighted(spec.per_example_loss(labels, predictions), sample_weights))]
+            values += [
+                tf.reduce_sum(weighted(tf.cast(fn(labels, predictions), tf.float32), sample_weights)) for _, fn in spec.metrics
+            ]
+            values.append(
+                tf.reduce_sum(sample_weights) if sample_weights is not None else tf.cast(batch_size_of(labels), tf.float32)
+            )
             totals += tf.stack(values)
         return totals
 

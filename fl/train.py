@@ -3,62 +3,28 @@
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import tensorflow as tf
 
-from fl.aggregation.base import DEFAULT_MAX_CLIPPED_FRACTION
-from fl.aggregation.registry import DEFAULT_AGGREGATION, make_aggregation
+from fl.aggregation.registry import make_aggregation
 from fl.checkpoint import CheckpointEachRound, ModelOwnerCheckpoints, check_resumable
 from fl.connection import connect
 from fl.data.sources import owner_sources
 from fl.errors import FLError
 from fl.federated import FederatedLearning
 from fl.metrics.training import TrainingMetrics
-from fl.phases import DEFAULT_ROUND_TIMEOUT
 from fl.results import write_json
 from fl.rounds import quorum
+from fl.settings import RUN_ONLY_SETTINGS, TrainSettings
 
 
-@dataclass
-class TrainSettings:
-    aggregation: str = DEFAULT_AGGREGATION
-    epochs: int = 10
-    rounds_per_epoch: int = 1
-    batch_size: int = 32
-    local_epochs: int = 1
-    learning_rate: float = 0.3
-    hidden_units: int = 64
-    algorithm: str = "fedavg"
-    value_range: float = 32.0
-    out_of_range: str = "clip"
-    max_clipped_fraction: float = DEFAULT_MAX_CLIPPED_FRACTION
-    seed: int = 0
-    verbose: int = 1
-    resume: bool = False
-    round_timeout: float = DEFAULT_ROUND_TIMEOUT
-    min_owners: int | None = None  # the quorum; None: every owner in every round
-
-    @property
-    def bounds(self) -> dict[str, Any]:
-        """The aggregation's range policy."""
-        return {
-            "value_range": self.value_range,
-            "out_of_range": self.out_of_range,
-            "max_clipped_fraction": self.max_clipped_fraction,
-        }
-
-
-# how a run is carried out, not what it computes: a resumed run may change them
-RUN_ONLY_SETTINGS = ("epochs", "verbose", "resume", "round_timeout", "min_owners")
-
-
-def build_classifier(feature_size: int, num_classes: int, hidden_units: int, learning_rate: float) -> tf.keras.Model:
+def build_classifier(feature_shape: tuple[int, ...], num_classes: int, hidden_units: int, learning_rate: float) -> tf.keras.Model:
     model = tf.keras.Sequential(
         [
-            tf.keras.layers.Dense(hidden_units, activation="relu", input_shape=(feature_size,)),
+            tf.keras.layers.Flatten(input_shape=tuple(feature_shape)),
+            tf.keras.layers.Dense(hidden_units, activation="relu"),
             tf.keras.layers.Dense(num_classes, activation="softmax"),
         ]
     )
@@ -82,26 +48,30 @@ def train(
     `save_path`: where the final model goes on the model owner, in Keras format (ModelOwnerCheckpoints.export).
     """
     cluster = connect(cluster_file, insecure_randomness=insecure_randomness)
-    aggregation = make_aggregation(settings.aggregation, cluster, **settings.bounds)
+    aggregation = make_aggregation(settings.aggregation, cluster, settings.range_policy)
     train_data, test_data = owner_sources(cluster)
     quorum(settings.min_owners, len(train_data))  # before anything changes: a bad quorum must not clear checkpoints
     meta = cluster.dataset
+    if not meta.num_classes:
+        raise FLError(
+            f"fl train trains the built-in classifier, and {meta.name} is a regression: "
+            "run your own model with `fl run examples/regression.py`"
+        )
     tf.keras.utils.set_random_seed(settings.seed)
     metrics = TrainingMetrics(settings.aggregation, Path(cluster.metrics.driver_textfile) if cluster.metrics else None)
     federated = FederatedLearning(
         cluster.model_owner,
         aggregation,
-        algorithm=settings.algorithm,
-        local_epochs=settings.local_epochs,
-        batch_size=settings.batch_size,
+        local=settings.local_training,
+        server=settings.server,
+        weighting=settings.weighting_policy,
+        rounds=settings.round_policy,
         seed=settings.seed,
         round_listeners=[metrics],
-        round_timeout=settings.round_timeout,
-        min_owners=settings.min_owners,
     )
     with federated:
-        model = build_classifier(meta.feature_size, meta.num_classes, settings.hidden_units, settings.learning_rate)
-    checkpoints = ModelOwnerCheckpoints(cluster.model_owner, model)
+        model = build_classifier(meta.feature_shape, meta.num_classes, settings.hidden_units, settings.learning_rate)
+    checkpoints = ModelOwnerCheckpoints(cluster.model_owner, model, federated.server_update(model).state)
     recorded = {name: value for name, value in asdict(settings).items() if name not in RUN_ONLY_SETTINGS}
     if settings.resume:
         resumed_from = _resume(checkpoints, recorded, federated)
@@ -112,6 +82,7 @@ def train(
     if settings.verbose:
         encoding = aggregation.describe()
         print(f"training on {len(train_data)} data owners with {aggregation!r}, {encoding} ({cluster.backend} backend)")
+        print(f"averaging: {describe_round(federated)}")
     summary = {
         "status": "running",
         "aggregation": settings.aggregation,
@@ -154,6 +125,19 @@ def train(
     if json_path:
         write_json(json_path, summary)
     return summary
+
+
+def describe_round(federated: FederatedLearning) -> str:
+    """The weighting and the model owner's update, as a run states them."""
+    weighting = federated.weighting
+    weights = (
+        f"weighted by examples (each owner's count / max_weight {weighting.max_weight:g}, summed inside the secure sum)"
+        if weighting.mode == "examples"
+        else "uniform"
+    )
+    server = federated.server
+    proximal = f", FedProx mu {federated.local.proximal_mu:g}" if federated.local.proximal_mu else ""
+    return f"{weights}; server optimizer {server.name}, learning rate {server.learning_rate:g}{proximal}"
 
 
 def _resume(checkpoints: ModelOwnerCheckpoints, recorded: dict, federated: FederatedLearning) -> int:

@@ -12,8 +12,6 @@ import pytest
 import fl
 from fl.backends import UpSettings, local
 from fl.backends.local import StateDir
-from fl.data import datasets
-from fl.data.split import write_shards
 
 OWNERS = 3
 
@@ -46,10 +44,8 @@ def cluster_state(tmp_path_factory) -> StateDir:
     """Model owner, 3 data owners, 3 compute servers: one OS process each, with digits shards."""
     # relative, as `make up` passes .fl: players start in their own directories and must still find it
     state = StateDir(Path(os.path.relpath(tmp_path_factory.mktemp("cluster"))))
-    cluster = local.up(OWNERS, state)
+    local.up(OWNERS, state)
     try:
-        cluster.dataset = write_shards(cluster, datasets.load("digits"))
-        cluster.save(state.cluster_file)
         yield state
     finally:
         local.down(state)

@@ -15,12 +15,20 @@ import fl
 from fl.aggregation.registry import make_aggregation
 from fl.checkpoint import ModelOwnerCheckpoints
 from fl.errors import FLError
-from fl.train import TrainSettings, build_classifier, train
+from fl.settings import TrainSettings
+from fl.train import build_classifier, train
 
 
 def model_on_the_model_owner(cluster):
-    with fl.FederatedLearning(cluster.model_owner, make_aggregation("plaintext", cluster)):
-        return build_classifier(64, 10, hidden_units=64, learning_rate=0.3)
+    federated = fl.FederatedLearning(cluster.model_owner, make_aggregation("plaintext", cluster))
+    with federated:
+        model = build_classifier((8, 8, 1), 10, hidden_units=64, learning_rate=0.3)
+    return model, federated.server_update(model).state
+
+
+def checkpoints_of(cluster) -> ModelOwnerCheckpoints:
+    """The checkpoints `fl train` writes: the built-in classifier's weights and its server optimizer's state."""
+    return ModelOwnerCheckpoints(cluster.model_owner, *model_on_the_model_owner(cluster))
 
 
 def completed_rounds(directory: Path) -> int:
@@ -37,7 +45,7 @@ def test_each_round_is_checkpointed_on_the_model_owner_and_a_torn_checkpoint_is_
     train(str(cluster_state.cluster_file), TrainSettings(epochs=3, verbose=0))
     directory = Path(cluster.model_owner.data_dir) / "checkpoints"  # the model owner's own storage
     assert sorted(p.name for p in directory.iterdir()) == ["manifest-a.json", "manifest-b.json", "weights-a.bin", "weights-b.bin"]
-    checkpoints = ModelOwnerCheckpoints(cluster.model_owner, model_on_the_model_owner(cluster))
+    checkpoints = checkpoints_of(cluster)
     latest = checkpoints.latest()
     assert latest.completed_rounds == 3 and latest.settings["learning_rate"] == 0.3 and "epochs" not in latest.settings
     (directory / f"manifest-{latest.slot}.json").write_text('{"completed_rou')  # a crash in the middle of the write
@@ -47,10 +55,17 @@ def test_each_round_is_checkpointed_on_the_model_owner_and_a_torn_checkpoint_is_
     assert checkpoints.latest() is None
 
 
-def test_an_interrupted_run_says_so_and_its_resumption_ends_where_an_uninterrupted_run_does(cluster_state, cluster, tmp_path):
+@pytest.mark.parametrize("server", [("sgd", 1.0), ("adam", 0.01)])
+def test_an_interrupted_run_says_so_and_its_resumption_ends_where_an_uninterrupted_run_does(
+    cluster_state, cluster, tmp_path, server
+):
+    """Bit for bit: the weights and the server optimizer's moments after the resumed run are the uninterrupted run's."""
     config = str(cluster_state.cluster_file)
-    uninterrupted = train(config, TrainSettings(epochs=6, verbose=0))
+    optimizer, rate = server
+    uninterrupted = train(config, TrainSettings(epochs=6, verbose=0, server_optimizer=optimizer, server_learning_rate=rate))
+    fingerprint = checkpoints_of(cluster).latest().fingerprint  # of the weights and the optimizer state, on the model owner
     command = [sys.executable, "-m", "fl", "train", "--config", config, "--state-dir", str(tmp_path), "--epochs", "6"]
+    command += ["--server-optimizer", optimizer, "--server-learning-rate", str(rate)]
     directory = Path(cluster.model_owner.data_dir) / "checkpoints"
     for manifest in directory.glob("manifest-*.json"):
         manifest.write_text("")  # what the next run clears when it begins; cleared here, so the wait below sees its rounds
@@ -72,6 +87,8 @@ def test_an_interrupted_run_says_so_and_its_resumption_ends_where_an_uninterrupt
     assert summary["rounds"] == 6 - interrupted["completed_rounds"]
     assert summary["test_accuracy"] == pytest.approx(uninterrupted["test_accuracy"], abs=1e-9)
     assert summary["test_loss"] == pytest.approx(uninterrupted["test_loss"], rel=1e-5)
+    latest = checkpoints_of(cluster).latest()
+    assert latest.completed_rounds == 6 and latest.fingerprint == fingerprint
 
 
 def test_resume_refuses_other_settings_and_a_missing_checkpoint(cluster_state, cluster, tmp_path):
@@ -99,12 +116,12 @@ def test_the_final_model_is_saved_on_the_model_owner_in_keras_format(cluster_sta
     assert f"saved the model in Keras format on model-owner: {path}" in saved.stdout
     assert json.loads((tmp_path / "run.json").read_text())["saved_model"] == {"player": "model-owner", "path": str(path)}
     loaded = tf.keras.models.load_model(path)
-    final = model_on_the_model_owner(cluster)
-    checkpoints = ModelOwnerCheckpoints(cluster.model_owner, final)
+    final, state = model_on_the_model_owner(cluster)
+    checkpoints = ModelOwnerCheckpoints(cluster.model_owner, final, state)
     checkpoints.restore(checkpoints.latest())  # the weights after the run's last round
     for exported, trained in zip(loaded.get_weights(), final.get_weights()):
         np.testing.assert_array_equal(exported, trained)
-    assert loaded.predict(np.zeros((1, 64), np.float32), verbose=0).shape == (1, 10)
+    assert loaded.predict(np.zeros((1, 8, 8, 1), np.float32), verbose=0).shape == (1, 10)
 
 
 def test_a_quorum_the_cluster_cannot_meet_is_refused_before_the_checkpoints_are_touched(cluster_state, cluster, tmp_path):
@@ -118,5 +135,5 @@ def test_a_quorum_the_cluster_cannot_meet_is_refused_before_the_checkpoints_are_
             f"fl train: error: --min-owners {quorum}: a round averages at least 2 owners and at most the 3 training; "
             "pass a number in between"
         )
-    latest = ModelOwnerCheckpoints(cluster.model_owner, model_on_the_model_owner(cluster)).latest()
+    latest = checkpoints_of(cluster).latest()
     assert latest is not None and latest.completed_rounds == 1  # the last run's checkpoint is still there

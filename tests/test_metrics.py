@@ -15,7 +15,8 @@ from fl.metrics import prometheus
 from fl.metrics.driver_relay import TextfileCollector
 from fl.metrics.training import TrainingMetrics
 from fl.rounds import RoundResult
-from fl.train import TrainSettings, train
+from fl.settings import TrainSettings
+from fl.train import train
 
 ROUNDS = 20  # several seconds: Prometheus (every 2 s) scrapes the run in progress, not only its end
 

@@ -10,8 +10,6 @@ import pytest
 from fl.backends import local
 from fl.backends.local import StateDir
 from fl.cluster import Cluster, probe
-from fl.data import datasets
-from fl.data.split import write_shards
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 
@@ -22,9 +20,7 @@ pytestmark = pytest.mark.cluster
 @pytest.fixture
 def small_cluster(tmp_path):
     state = StateDir(tmp_path)
-    cluster = local.up(2, state)
-    cluster.dataset = write_shards(cluster, datasets.load("digits"))
-    cluster.save(state.cluster_file)
+    local.up(2, state)
     yield state
     local.down(state)
 
@@ -33,9 +29,7 @@ def small_cluster(tmp_path):
 def three_owners(tmp_path_factory):
     """A cluster of its own: these tests freeze its players (and a failed one could leave one frozen)."""
     state = StateDir(tmp_path_factory.mktemp("frozen"))
-    cluster = local.up(3, state)
-    cluster.dataset = write_shards(cluster, datasets.load("digits"))
-    cluster.save(state.cluster_file)
+    local.up(3, state)
     yield state
     local.down(state)
 
@@ -100,7 +94,7 @@ def test_with_a_quorum_rounds_go_on_without_a_frozen_owner_and_take_it_back_once
 def test_a_restarted_player_comes_back_as_up_started_it(tmp_path):
     """The soak's restart: SIGKILL, then the same command line, here one with --insecure-randomness."""
     state = StateDir(tmp_path)
-    local.up(2, state, insecure_randomness=True)
+    local.up(2, state, insecure_randomness=True, data=None)
     try:
         before = json.loads(state.pids_file.read_text())["data-owner-0"]
         local.restart_player(state, "data-owner-0")

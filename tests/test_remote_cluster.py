@@ -15,6 +15,7 @@ from fl.aggregation.additive import AdditiveSecureAverage
 from fl.aggregation.registry import make_aggregation
 from fl.data.sources import OwnerData
 from fl.errors import LocalityError, RangeError, RoundFailedError, UpdateMismatchError
+from fl.policies import LocalTraining, RangePolicy
 from fl.rounds import CompiledAverage, Report
 from fl.train import build_classifier
 
@@ -43,7 +44,7 @@ def test_seed_made_on_a_data_owner_is_made_on_its_device(cluster):
 def average(cluster, name: str, updates: dict, metric_count: int = 0, **bounds) -> tuple[CompiledAverage, Report]:
     """One compiled average, the path a round takes."""
     size = int(updates[cluster.data_owners[0]].shape[0])
-    compiled = CompiledAverage(make_aggregation(name, cluster, **bounds), cluster.data_owners, size, metric_count)
+    compiled = CompiledAverage(make_aggregation(name, cluster, RangePolicy(**bounds)), cluster.data_owners, size, metric_count)
     return compiled, compiled(updates)
 
 
@@ -187,7 +188,7 @@ def test_updates_of_different_sizes_are_refused(cluster):
 
 
 def test_range_beyond_the_encoding_capacity_is_refused(cluster):
-    aggregation = make_aggregation("aby3", cluster, value_range=1e6)
+    aggregation = make_aggregation("aby3", cluster, RangePolicy(value_range=1e6))
     with pytest.raises(RangeError, match="exceeds the encoding's capacity"):
         aggregation.average(owner_updates(cluster, size=10))
 
@@ -195,7 +196,7 @@ def test_range_beyond_the_encoding_capacity_is_refused(cluster):
 def federated_model(cluster, aggregation: str = "additive", **kwargs):
     federated = fl.FederatedLearning(cluster.model_owner, make_aggregation(aggregation, cluster), **kwargs)
     with federated:
-        model = build_classifier(64, 10, hidden_units=32, learning_rate=0.3)
+        model = build_classifier((8, 8, 1), 10, hidden_units=32, learning_rate=0.3)
     return federated, model
 
 
@@ -217,7 +218,7 @@ def test_a_ruinous_learning_rate_fails_the_round_instead_of_clipping_the_model_s
     train_data, _ = fl.owner_sources(cluster)
     federated = fl.FederatedLearning(cluster.model_owner, make_aggregation("additive", cluster))
     with federated:
-        model = build_classifier(64, 10, hidden_units=32, learning_rate=1e6)
+        model = build_classifier((8, 8, 1), 10, hidden_units=32, learning_rate=1e6)
     before = [w.numpy() for w in model.weights]
     with pytest.raises(RoundFailedError, match=r"round 0 refused: update from data-owner-\d has \d+ of 2410 values"):
         model.fit(train_data, epochs=1, verbose=0)
@@ -227,7 +228,7 @@ def test_a_ruinous_learning_rate_fails_the_round_instead_of_clipping_the_model_s
 def test_training_data_is_read_on_its_owner(cluster):
     """Relative paths resolve in each owner's own working directory, which the driver cannot see."""
     assert not Path("train.tfrecord").exists()
-    sources = {owner: OwnerData(owner, "train.tfrecord", 64) for owner in cluster.data_owners}
+    sources = {owner: OwnerData(owner, "train.tfrecord", (8, 8, 1)) for owner in cluster.data_owners}
     _, model = federated_model(cluster, aggregation="plaintext")
     history = model.fit(sources, epochs=1, verbose=0)
     assert history.history["loss"][0] > 0
@@ -257,12 +258,13 @@ def test_owners_with_different_model_shapes_fail_the_round_and_leave_weights_unc
     federated, model = federated_model(cluster)
     spec = training_spec(model, "sparse_categorical_crossentropy", ["accuracy"])
     with federated:
-        other = build_classifier(64, 10, hidden_units=16, learning_rate=0.3)
+        other = build_classifier((8, 8, 1), 10, hidden_units=16, learning_rate=0.3)
     owners = list(train_data)
-    trainers = {owner: functools.partial(OwnerTrainer, model, train_data[owner], spec, 32, 1, None) for owner in owners[:2]}
-    trainers[owners[2]] = functools.partial(OwnerTrainer, other, train_data[owners[2]], spec, 32, 1, None)
+    local = LocalTraining()
+    trainers = {owner: functools.partial(OwnerTrainer, model, train_data[owner], spec, local) for owner in owners[:2]}
+    trainers[owners[2]] = functools.partial(OwnerTrainer, other, train_data[owners[2]], spec, local)
     before = [w.numpy() for w in model.weights]
-    runner = RoundRunner(cluster, model, federated.aggregation, trainers, spec, 1.0, seed=0)
+    runner = RoundRunner(cluster, model, federated.aggregation, trainers, spec, federated.server_update(model), seed=0)
     with pytest.raises(
         RoundFailedError,
         match=r"data-owner-2: its model does not match the model owner's weights .*Shape mismatch.*weights are unchanged",

@@ -29,16 +29,17 @@ al.'s SecAgg.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import tensorflow as tf
 
 from fl import secure_random
 from fl.aggregation import fixedpoint
-from fl.aggregation.base import DEFAULT_MAX_CLIPPED_FRACTION, Aggregation
+from fl.aggregation.base import Aggregation
 from fl.aggregation.fixedpoint import METRIC_FRACTIONAL_BITS, Ring
 from fl.cluster import DATA_OWNER, Cluster, Player
 from fl.errors import FLError
+from fl.policies import RangePolicy
 
 SEED_BYTES = 4 * secure_random.SEED_WORDS
 
@@ -59,22 +60,20 @@ class AdditiveSecureAverage(Aggregation):
         self,
         compute_players: Sequence[Player],
         output_receiver: Player,
-        value_range: float = 32.0,
-        out_of_range: str = "clip",
-        max_clipped_fraction: float = DEFAULT_MAX_CLIPPED_FRACTION,
+        policy: RangePolicy = RangePolicy(),
         ring: Ring | None = None,
     ) -> None:
         """`ring` defaults to the narrowest that sums one update per compute player (the owners share among themselves)."""
-        super().__init__(output_receiver, value_range, out_of_range, max_clipped_fraction)
+        super().__init__(output_receiver, policy)
         if len(compute_players) < 2:
             raise ValueError(f"additive sharing needs at least 2 compute players, got {len(compute_players)}")
         self.compute_players = list(compute_players)
         self.ring = ring or fixedpoint.choose_ring(self.value_range, len(self.compute_players))
 
     @classmethod
-    def from_cluster(cls, cluster: Cluster, **bounds: Any) -> AdditiveSecureAverage:
+    def from_cluster(cls, cluster: Cluster, policy: RangePolicy = RangePolicy()) -> AdditiveSecureAverage:
         """The owners share among themselves: no compute servers needed."""
-        return cls(cluster.data_owners, cluster.model_owner, **bounds)
+        return cls(cluster.data_owners, cluster.model_owner, policy)
 
     @property
     def players(self) -> list[Player]:
@@ -87,8 +86,7 @@ class AdditiveSecureAverage(Aggregation):
             return self
         if len(kept) < 2:
             raise FLError(f"additive sharing needs 2 compute players; only {', '.join(p.name for p in kept)} delivered")
-        bounds = {"out_of_range": self.out_of_range, "max_clipped_fraction": self.max_clipped_fraction}
-        return AdditiveSecureAverage(kept, self.output_receiver, self.value_range, ring=self.ring, **bounds)
+        return AdditiveSecureAverage(kept, self.output_receiver, self.policy, ring=self.ring)
 
     def capacity(self, inputs: int) -> float:
         return self.ring.capacity(inputs)

@@ -14,6 +14,12 @@ metrics riding at the end of each update (loss, accuracy) are bounded only by wh
 the encoding can carry, never by `value_range`: a diverging loss must show as it is.
 The refusal is decided inside the round (`Averaged.accepted`, which gates the model
 update) and explained afterwards by `refusal`, from the same limit.
+
+The average is weighted (FedAvg by examples, fl/policies.py `Weighting`): each owner
+multiplies its checked update by its weight in [0, 1] and appends the weight, so the
+weights are summed inside the same secure sum and the receiver learns only their total,
+by which it divides. Uniform weighting is weight 1 for everyone: the total is the public
+number of owners. A round whose total weight is zero is refused.
 """
 
 from __future__ import annotations
@@ -28,9 +34,10 @@ import tensorflow as tf
 
 from fl.cluster import DATA_OWNER, Cluster, Player
 from fl.errors import FLError, RangeError, UpdateMismatchError
+from fl.policies import RangePolicy
 
-OUT_OF_RANGE_POLICIES = ("clip", "refuse")
-DEFAULT_MAX_CLIPPED_FRACTION = 0.01
+# the weight rides in the shared vector right after the update's values
+WEIGHT_SLOTS = 1
 
 
 @dataclass
@@ -41,6 +48,8 @@ class Averaged:
     accepted: tf.Tensor
     clipped: dict[Player, tf.Tensor]
     finite: dict[Player, tf.Tensor]
+    overweight: dict[Player, tf.Tensor]  # the owner's weight was above 1 (more examples than max_weight)
+    total_weight: tf.Tensor
     stage_ends: dict[str, tf.Tensor]
 
 
@@ -49,27 +58,25 @@ class Aggregation(ABC):
 
     name: str = "aggregation"
 
-    def __init__(
-        self,
-        output_receiver: Player,
-        value_range: float = 32.0,
-        out_of_range: str = "clip",
-        max_clipped_fraction: float = DEFAULT_MAX_CLIPPED_FRACTION,
-    ) -> None:
-        if out_of_range not in OUT_OF_RANGE_POLICIES:
-            raise ValueError(f"out_of_range={out_of_range!r}; use one of {', '.join(OUT_OF_RANGE_POLICIES)}")
-        if not value_range > 0:
-            raise ValueError(f"value_range must be > 0, got {value_range}")
-        if not 0 <= max_clipped_fraction <= 1:
-            raise ValueError(f"max_clipped_fraction must be in [0, 1], got {max_clipped_fraction}")
+    def __init__(self, output_receiver: Player, policy: RangePolicy = RangePolicy()) -> None:
         self.output_receiver = output_receiver
-        self.value_range = float(value_range)
-        self.out_of_range = out_of_range
-        self.max_clipped_fraction = float(max_clipped_fraction)
+        self.policy = policy
+
+    @property
+    def value_range(self) -> float:
+        return float(self.policy.value_range)
+
+    @property
+    def out_of_range(self) -> str:
+        return self.policy.out_of_range
+
+    @property
+    def max_clipped_fraction(self) -> float:
+        return float(self.policy.max_clipped_fraction)
 
     @classmethod
     @abstractmethod
-    def from_cluster(cls, cluster: Cluster, **bounds: Any) -> Aggregation:
+    def from_cluster(cls, cluster: Cluster, policy: RangePolicy = RangePolicy()) -> Aggregation:
         """Wired to the cluster's players as `fl train` and `fl bench` run it (fl/aggregation/registry.py)."""
 
     @property
@@ -107,11 +114,14 @@ class Aggregation(ABC):
         """Most values of one owner's update that may be clipped before the round is refused."""
         return 0 if self.out_of_range == "refuse" else math.floor(self.max_clipped_fraction * values)
 
-    def average(self, updates: Mapping[Player, tf.Tensor], metric_count: int = 0) -> Averaged:
-        """Trace the stages: range check on each owner, share, sum, reveal, divide.
+    def average(
+        self, updates: Mapping[Player, tf.Tensor], metric_count: int = 0, weights: Mapping[Player, tf.Tensor] | None = None
+    ) -> Averaged:
+        """Trace the stages: range check and weighting on each owner, share, sum, reveal, divide by the total weight.
 
         The last `metric_count` values of each update are its training metrics. Non-finite
         values are zeroed before sharing (they cannot be encoded) and refuse the round.
+        `weights`: each owner's scalar weight in [0, 1], on the owner (None: 1 each, uniform).
         """
         sizes = {owner.name: int(update.shape[0]) for owner, update in updates.items()}
         if len(set(sizes.values())) != 1:
@@ -122,16 +132,23 @@ class Aggregation(ABC):
         self.check_capacity(len(updates))
         carried = self.metric_capacity(len(updates))
         values = next(iter(sizes.values())) - metric_count
-        checked, clipped, finite = {}, {}, {}
+        checked, clipped, finite, overweight = {}, {}, {}, {}
         for owner, update in updates.items():
             with tf.device(owner.device_name):
+                weight = tf.ones([]) if weights is None else tf.reshape(tf.cast(weights[owner], tf.float32), [])
                 is_finite = tf.math.is_finite(update)
-                finite[owner] = tf.reduce_all(is_finite)
+                finite[owner] = tf.reduce_all(is_finite) & tf.math.is_finite(weight)
+                overweight[owner] = weight > 1.0
+                weight = tf.clip_by_value(tf.where(tf.math.is_finite(weight), weight, 0.0), 0.0, 1.0)
                 clean = tf.where(is_finite, update, tf.zeros_like(update))
                 deltas, metrics = clean[:values], clean[values:]
                 clipped[owner] = tf.reduce_sum(tf.cast(tf.abs(deltas) > self.value_range, tf.int32))
                 checked[owner] = tf.concat(
-                    [tf.clip_by_value(deltas, -self.value_range, self.value_range), tf.clip_by_value(metrics, -carried, carried)],
+                    [
+                        weight * tf.clip_by_value(deltas, -self.value_range, self.value_range),
+                        weight[tf.newaxis],
+                        weight * tf.clip_by_value(metrics, -carried, carried),
+                    ],
                     axis=0,
                 )
         held = self.share(checked, metric_count)
@@ -140,18 +157,30 @@ class Aggregation(ABC):
         stage_ends["aggregation"] = self._stamp_after([*self.held_tensors(summed), stage_ends["sharing"]])
         with tf.device(self.output_receiver.device_name):
             total = self.reveal(summed, metric_count)
-            mean = total / float(len(updates))
+            total_weight = total[values]
+            mean = tf.concat([total[:values], total[values + WEIGHT_SLOTS :]], axis=0) / tf.maximum(total_weight, 1e-30)
             limit = self.clip_limit(values)
-            accepted = tf.reduce_all([finite[owner] & (clipped[owner] <= limit) for owner in updates])
+            accepted = tf.reduce_all([finite[owner] & ~overweight[owner] & (clipped[owner] <= limit) for owner in updates]) & (
+                total_weight > 0
+            )
         stage_ends["reveal"] = self._stamp_after([mean, stage_ends["aggregation"]])
-        return Averaged(mean, accepted, clipped, finite, stage_ends)
+        return Averaged(mean, accepted, clipped, finite, overweight, total_weight, stage_ends)
 
-    def refusal(self, clipped: Mapping[str, int], finite: Mapping[str, bool], values: int) -> str | None:
+    def refusal(
+        self,
+        clipped: Mapping[str, int],
+        finite: Mapping[str, bool],
+        values: int,
+        overweight: Mapping[str, bool] | None = None,
+        total_weight: float = 1.0,
+    ) -> str | None:
         """Why a round with these per-owner checks was refused (the rule `average` applied), or None."""
         limit = self.clip_limit(values)
         for owner, count in clipped.items():
             if not finite[owner]:
                 return f"update from {owner} has NaN or infinite values; lower the learning rate"
+            if overweight and overweight[owner]:
+                return f"{owner} trained on more examples than max_weight allows; raise max_weight"
             if count > limit and self.out_of_range == "refuse":
                 return (
                     f"update from {owner} has {count} values outside ±{self.value_range:g}; "
@@ -163,6 +192,8 @@ class Aggregation(ABC):
                     f"±{self.value_range:g}, more than max_clipped_fraction {self.max_clipped_fraction:.1%}: "
                     "lower the learning rate or raise value_range"
                 )
+        if not total_weight > 0:
+            return "the owners' total weight is zero (no owner trained on any example this round)"
         return None
 
     def _stamp_after(self, tensors: list[tf.Tensor]) -> tf.Tensor:
@@ -187,7 +218,8 @@ class Aggregation(ABC):
         return tf.nest.flatten(list(held.values()) if isinstance(held, Mapping) else held)
 
     def expected_bytes(self, owners: list[Player], size: int) -> dict[str, int]:
-        """Bytes each player sends per round by the protocol itself (payload, no framing).
+        """Bytes each player sends per round by the protocol itself (payload, no framing), for a vector of `size`
+        values as it is shared (an update of `size - WEIGHT_SLOTS` values and its weight).
 
         Players whose share of the traffic the protocol does not fix in advance are left out.
         """

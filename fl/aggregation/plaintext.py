@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import tensorflow as tf
 
 from fl.aggregation.base import Aggregation
 from fl.cluster import Cluster, Player
+from fl.policies import RangePolicy
 
 FLOAT32_BYTES = 4
 
@@ -19,8 +19,8 @@ class PlaintextAverage(Aggregation):
     name = "plaintext"
 
     @classmethod
-    def from_cluster(cls, cluster: Cluster, **bounds: Any) -> PlaintextAverage:
-        return cls(cluster.model_owner, **bounds)
+    def from_cluster(cls, cluster: Cluster, policy: RangePolicy = RangePolicy()) -> PlaintextAverage:
+        return cls(cluster.model_owner, policy)
 
     def share(self, updates: Mapping[Player, tf.Tensor], metric_count: int) -> list[tf.Tensor]:
         with tf.device(self.output_receiver.device_name):

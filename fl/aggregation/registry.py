@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fl.errors import ClusterConfigError
+from fl.policies import RangePolicy
 
 if TYPE_CHECKING:
     from fl.aggregation.base import Aggregation
@@ -33,11 +34,11 @@ class Registration:
                 "add players with role 'compute_server' (fl up starts 3)"
             )
 
-    def wire(self, cluster: Cluster, **bounds: Any) -> Aggregation:
-        """The aggregation on this cluster's players; `bounds` are its range policy (fl/aggregation/base.py)."""
+    def wire(self, cluster: Cluster, policy: RangePolicy = RangePolicy()) -> Aggregation:
+        """The aggregation on this cluster's players, with its range policy."""
         self.check(cluster)
         module, name = self.implementation.split(":")
-        return getattr(importlib.import_module(module), name).from_cluster(cluster, **bounds)
+        return getattr(importlib.import_module(module), name).from_cluster(cluster, policy)
 
 
 REGISTRY = {
@@ -59,5 +60,5 @@ def registration(name: str) -> Registration:
     return REGISTRY[name]
 
 
-def make_aggregation(name: str, cluster: Cluster, **bounds: Any) -> Aggregation:
-    return registration(name).wire(cluster, **bounds)
+def make_aggregation(name: str, cluster: Cluster, policy: RangePolicy = RangePolicy()) -> Aggregation:
+    return registration(name).wire(cluster, policy)

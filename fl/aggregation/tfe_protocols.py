@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import tensorflow as tf
 import tf_encrypted as tfe
@@ -24,8 +23,9 @@ from tf_encrypted.tensor.fixed import FixedpointConfig
 
 from fl import secure_random
 from fl.aggregation.additive import SEED_BYTES
-from fl.aggregation.base import DEFAULT_MAX_CLIPPED_FRACTION, Aggregation
+from fl.aggregation.base import Aggregation
 from fl.cluster import Cluster, Player
+from fl.policies import RangePolicy
 
 # tfe warns (print) that this ring is too small for truncation: true, and no sum truncates
 SUM_RING = FixedpointConfig(
@@ -55,11 +55,9 @@ class TfeProtocolAverage(Aggregation):
         self,
         servers: Sequence[Player],
         output_receiver: Player,
-        value_range: float,
-        out_of_range: str,
-        max_clipped_fraction: float = DEFAULT_MAX_CLIPPED_FRACTION,
+        policy: RangePolicy = RangePolicy(),
     ) -> None:
-        super().__init__(output_receiver, value_range, out_of_range, max_clipped_fraction)
+        super().__init__(output_receiver, policy)
         self.servers = list(servers)
         self._protocol: tfe.protocol.Protocol | None = None
 
@@ -133,18 +131,16 @@ class PondSecureAverage(TfeProtocolAverage):
         servers: Sequence[Player],
         crypto_producer: Player,
         output_receiver: Player,
-        value_range: float = 32.0,
-        out_of_range: str = "clip",
-        max_clipped_fraction: float = DEFAULT_MAX_CLIPPED_FRACTION,
+        policy: RangePolicy = RangePolicy(),
     ) -> None:
         if len(servers) != 2:
             raise ValueError(f"Pond needs exactly 2 servers, got {len(servers)}")
-        super().__init__([*servers, crypto_producer], output_receiver, value_range, out_of_range, max_clipped_fraction)
+        super().__init__([*servers, crypto_producer], output_receiver, policy)
 
     @classmethod
-    def from_cluster(cls, cluster: Cluster, **bounds: Any) -> PondSecureAverage:
+    def from_cluster(cls, cluster: Cluster, policy: RangePolicy = RangePolicy()) -> PondSecureAverage:
         server_0, server_1, producer = cluster.compute_servers[:3]
-        return cls([server_0, server_1], producer, cluster.model_owner, **bounds)
+        return cls([server_0, server_1], producer, cluster.model_owner, policy)
 
     # tfe's Pond._share: one seed to one server, the masked secret to the other
     shared_seeds, shared_vectors = 1, 1
@@ -174,17 +170,15 @@ class ABY3SecureAverage(TfeProtocolAverage):
         self,
         servers: Sequence[Player],
         output_receiver: Player,
-        value_range: float = 32.0,
-        out_of_range: str = "clip",
-        max_clipped_fraction: float = DEFAULT_MAX_CLIPPED_FRACTION,
+        policy: RangePolicy = RangePolicy(),
     ) -> None:
         if len(servers) != 3:
             raise ValueError(f"ABY3 needs exactly 3 servers, got {len(servers)}")
-        super().__init__(servers, output_receiver, value_range, out_of_range, max_clipped_fraction)
+        super().__init__(servers, output_receiver, policy)
 
     @classmethod
-    def from_cluster(cls, cluster: Cluster, **bounds: Any) -> ABY3SecureAverage:
-        return cls(cluster.compute_servers[:3], cluster.model_owner, **bounds)
+    def from_cluster(cls, cluster: Cluster, policy: RangePolicy = RangePolicy()) -> ABY3SecureAverage:
+        return cls(cluster.compute_servers[:3], cluster.model_owner, policy)
 
     # tfe's ABY3._share: two seeds to two servers each, the masked secret to two servers
     shared_seeds, shared_vectors = 4, 2

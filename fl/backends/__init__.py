@@ -15,12 +15,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from fl.cluster import Cluster
 from fl.errors import FLError
+from fl.policies import PARTITIONS
 
 BACKEND_RECORD = "backend"  # in the state directory: the name of the backend that holds its cluster
 # Resident memory of one player's TF server after a round (measured: 0.55 GB); sidecars add ~10 MB each
@@ -28,9 +30,46 @@ PLAYER_MEMORY_BYTES = 600 * 2**20
 
 
 @dataclass(frozen=True)
+class DataSettings:
+    """What the owners hold: a public data set split among them (SIMULATION ONLY), or their own files.
+
+    `own_data`: a directory with one subdirectory per data owner and the model owner, named after the
+    player, which only that player sees (as `<its data dir>/own`); no split is made.
+    """
+
+    dataset: str = "digits"
+    partition: str = "iid"
+    alpha: float = 0.5
+    seed: int = 0
+    own_data: Path | None = None
+
+    def check(self, players: list[str]) -> None:
+        """Refuse, before anything starts, a split that cannot be made or an own-data directory that lacks a player."""
+        if self.partition not in PARTITIONS:
+            raise FLError(f"--partition {self.partition!r}: use one of {', '.join(PARTITIONS)}")
+        if self.partition == "dirichlet" and not self.alpha > 0:
+            raise FLError(f"--alpha {self.alpha:g}: the Dirichlet concentration must be > 0, e.g. 0.5 (skewed) or 100")
+        if self.own_data is None:
+            return
+        missing = [name for name in players if not (Path(self.own_data) / name).is_dir()]
+        if missing:
+            raise FLError(
+                f"--data {self.own_data}: no directory for {', '.join(missing)}; make {self.own_data}/<player>/ "
+                "for every data owner and the model owner, holding that player's own files"
+            )
+
+    def shards(self, owners: list[str]):
+        """The split's public facts (each shard's size), as every owner will make its own shard."""
+        from fl.data import datasets
+        from fl.data.split import plan_shards
+
+        return plan_shards(owners, datasets.load(self.dataset, seed=self.seed), self.partition, self.alpha, self.seed)[1]
+
+
+@dataclass(frozen=True)
 class UpSettings:
     owners: int = 3
-    dataset: str = "digits"
+    data: DataSettings = DataSettings()
     tls: bool | None = None  # None: the backend's default (docker: on; local: plaintext on loopback)
     insecure_randomness: bool = False
 
@@ -92,8 +131,9 @@ class Backend(ABC):
     def status(self) -> list[PlayerStatus]: ...
 
     @abstractmethod
-    def exec(self, argv: list[str], **popen: Any) -> subprocess.Popen:
-        """Start `argv` where the cluster's driver runs; `popen` goes to subprocess.Popen."""
+    def exec(self, argv: list[str], options: Sequence[str] = (), **popen: Any) -> subprocess.Popen:
+        """Start `argv` where the cluster's driver runs (`options`: the container's, e.g. `-e`, `-w`); `popen` goes to
+        subprocess.Popen."""
 
     @abstractmethod
     def restart_player(self, name: str) -> None:

@@ -22,19 +22,21 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from fl import driver_lock
-from fl.backends import Backend, PlayerStatus, UpSettings, check_owners
+from fl.backends import Backend, DataSettings, PlayerStatus, UpSettings, check_owners
 from fl.backends.local import DEFAULT_STATE_DIR, free_ports, player_names, port_free
 from fl.cluster import (
     DATA_OWNER,
     DRIVER,
     MODEL_OWNER,
     MONITOR,
+    OWN_DATA_DIR,
     OWN_NAMESPACE,
     Cluster,
     DatasetInfo,
@@ -42,7 +44,7 @@ from fl.cluster import (
     MetricsEndpoints,
     Player,
 )
-from fl.data.datasets import SCHEMAS
+from fl.data.datasets import OFFLINE
 from fl.errors import FLError
 from fl.mesh.pki import CA_FILE, IDENTITY_FILE, ClusterPKI
 from fl.metrics import prometheus
@@ -99,7 +101,9 @@ def link_network(identity: str) -> str:
     return f"link-{identity}"
 
 
-def container_cluster(owners: int, dataset: DatasetInfo, tls: bool = True, prometheus_port: int = PROMETHEUS_PORT) -> Cluster:
+def container_cluster(
+    owners: int, dataset: DatasetInfo | None, tls: bool = True, prometheus_port: int = PROMETHEUS_PORT
+) -> Cluster:
     """Each player is its own host `name:7000` and keeps its own files in /data."""
     players = [
         Player(name, f"{name}:{PLAYER_PORT}", role, index, DATA_DIR_IN_CONTAINER)
@@ -125,9 +129,16 @@ def container_cluster(owners: int, dataset: DatasetInfo, tls: bool = True, prome
     return Cluster.from_dict(cluster.to_dict())
 
 
-def render_compose(cluster: Cluster, image: str = IMAGE, grafana: bool = False, results: Path = Path("results")) -> dict:
+def render_compose(
+    cluster: Cluster,
+    image: str = IMAGE,
+    grafana: bool = False,
+    results: Path = Path("results"),
+    own_data: Path | None = None,
+) -> dict:
     """Paths of generated files are relative to the compose file; the driver runs as the host user so `results`
-    stays theirs."""
+    stays theirs. `own_data`: each owner's own directory `own_data/<name>` is mounted read-only into its container
+    only; else the owners split the public data set `cluster.dataset` themselves."""
     cluster_mount = f"./cluster.json:{CLUSTER_FILE_IN_CONTAINER}:ro"
     dataset = cluster.dataset
     mesh = cluster.mesh
@@ -152,12 +163,16 @@ def render_compose(cluster: Cluster, image: str = IMAGE, grafana: bool = False, 
             volume = f"{player.name}-data"
             volumes[volume] = {}
             service["volumes"].append(f"{volume}:{DATA_DIR_IN_CONTAINER}")
-            # SIMULATION ONLY: the owner writes its own shard of the public data set before serving
-            prepare = (
-                f"fl split --only {player.name} --dataset {dataset.name} --seed {dataset.seed} "
-                f"--partition {dataset.partition} --alpha {dataset.alpha} --config {CLUSTER_FILE_IN_CONTAINER}"
-            )
-            service["command"] = [f"{prepare} && {command}"]
+            if own_data is not None:
+                own = (Path(own_data) / player.name).resolve()
+                service["volumes"].append(f"{own}:{DATA_DIR_IN_CONTAINER}/{OWN_DATA_DIR}:ro")
+            else:
+                # SIMULATION ONLY: the owner writes its own shard of the public data set before serving
+                prepare = (
+                    f"fl split --only {player.name} --dataset {dataset.name} --seed {dataset.seed} "
+                    f"--partition {dataset.partition} --alpha {dataset.alpha} --config {CLUSTER_FILE_IN_CONTAINER}"
+                )
+                service["command"] = [f"{prepare} && {command}"]
         services[player.name] = service
     ready = {player.name: {"condition": "service_healthy"} for player in cluster.players}
     services[DRIVER] = {
@@ -256,17 +271,20 @@ def render_monitoring(image: str, grafana: bool, tls: bool, prometheus_port: int
     return services
 
 
-def dataset_settings(dataset_name: str, seed: int = 0) -> DatasetInfo:
-    """What each owner container needs to prepare its own shard (SIMULATION ONLY)."""
-    if dataset_name not in SCHEMAS:
-        raise FLError(f"the docker backend prepares {', '.join(SCHEMAS)} inside the owners; {dataset_name!r} is not one")
-    return DatasetInfo(name=dataset_name, **SCHEMAS[dataset_name], seed=seed)
+def dataset_settings(data: DataSettings, owners: int) -> DatasetInfo | None:
+    """What each owner container needs to prepare its own shard (SIMULATION ONLY), with each shard's size;
+    None when the owners bring their own data."""
+    if data.own_data is not None:
+        return None
+    if data.dataset not in OFFLINE:
+        raise FLError(f"the docker backend prepares {', '.join(OFFLINE)} inside the owners; {data.dataset!r} is not one")
+    return data.shards([name for name, role in player_names(owners) if role == DATA_OWNER])
 
 
 def write_project(
     directory: Path,
     owners: int,
-    dataset: DatasetInfo,
+    data: DataSettings,
     image: str = IMAGE,
     grafana: bool = False,
     tls: bool = True,
@@ -278,7 +296,7 @@ def write_project(
     With TLS, the cluster's PKI in `directory/pki/` is created or reused first (`fl certs --rotate` renews it).
     """
     directory.mkdir(parents=True, exist_ok=True)
-    cluster = container_cluster(owners, dataset, tls, prometheus_port)
+    cluster = container_cluster(owners, dataset_settings(data, owners), tls, prometheus_port)
     scrape_tls = None
     if cluster.mesh:
         issued = ClusterPKI(directory / PKI_DIR).ensure(identities(cluster))
@@ -288,7 +306,7 @@ def write_project(
         scrape_tls = {"ca_file": f"{PROMETHEUS_TLS_DIR}/{CA_FILE}", "cert_file": identity_file, "key_file": identity_file}
     cluster.save(directory / "cluster.json")
     prometheus.write_scrape_config(cluster, directory / "prometheus.yml", scrape_tls)
-    compose = render_compose(cluster, image, grafana, results)
+    compose = render_compose(cluster, image, grafana, results, data.own_data)
     path = directory / "compose.yaml"
     header = f"# Rendered by `fl up --backend docker --owners {owners}`; edit fl/backends/docker.py instead.\n"
     path.write_text(header + yaml.safe_dump(compose, sort_keys=False))
@@ -384,11 +402,11 @@ class DockerBackend(Backend):
         if not engine_answers():
             raise FLError("no Docker engine answers: start Docker, or use --backend local")
         check_owners(settings.owners)
+        settings.data.check([name for name, role in player_names(settings.owners) if role in (DATA_OWNER, MODEL_OWNER)])
 
     def up(self, settings: UpSettings) -> Cluster:
         """Render the project, start every container, return once every healthcheck passes."""
         self.check(settings)
-        dataset = dataset_settings(settings.dataset)
         missing = [f"{IMAGE}-{target}" for target in IMAGE_TARGETS if not _image_exists(f"{IMAGE}-{target}")]
         if missing:
             raise FLError(f"image(s) {', '.join(missing)} not built: run `make images` first")
@@ -402,7 +420,9 @@ class DockerBackend(Backend):
         if not tls:
             print("links: PLAINTEXT (--no-tls): anyone on the players' network can read and place work on every player")
         self.record()
-        write_project(self.directory, settings.owners, dataset, grafana=grafana, tls=tls, prometheus_port=_prometheus_port())
+        write_project(
+            self.directory, settings.owners, settings.data, grafana=grafana, tls=tls, prometheus_port=_prometheus_port()
+        )
         Path("results").mkdir(exist_ok=True)
         compose(self.project, self.directory, "up", "-d", "--remove-orphans")
         cluster = Cluster.load(self.cluster_file)
@@ -484,8 +504,8 @@ class DockerBackend(Backend):
     def logs(self, lines: int) -> str:
         return compose(self.project, self.directory, "logs", "--tail", str(lines), capture=True).stdout
 
-    def exec(self, argv: list[str], **popen: Any) -> subprocess.Popen:
-        return subprocess.Popen(["docker", "exec", self.container(DRIVER), *argv], **popen)
+    def exec(self, argv: list[str], options: Sequence[str] = (), **popen: Any) -> subprocess.Popen:
+        return subprocess.Popen(["docker", "exec", *options, self.container(DRIVER), *argv], **popen)
 
     def interrupt_driver(self) -> None:
         """`docker exec` does not forward signals: send SIGINT to the pid in the driver's lock, inside the container."""

@@ -10,11 +10,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fl.backends import Backend, PlayerStatus, UpSettings, check_owners
+from fl.backends import Backend, DataSettings, PlayerStatus, UpSettings, check_owners
 from fl.cluster import COMPUTE_SERVER, DATA_OWNER, DRIVER, MODEL_OWNER, SHARED_HOST, Cluster, MetricsEndpoints, Player, probe
 from fl.errors import FLError, PlayerUnreachableError
 from fl.metrics import prometheus
@@ -90,11 +91,20 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def up(owners: int, state: StateDir, insecure_randomness: bool = False, timeout: float = 90.0) -> Cluster:
-    """Start every player, wait until each answers, and write the cluster file."""
+def up(
+    owners: int,
+    state: StateDir,
+    insecure_randomness: bool = False,
+    timeout: float = 90.0,
+    data: DataSettings | None = DataSettings(),
+) -> Cluster:
+    """Start every player, wait until each answers, give the owners their data (`data`; None: none) and write the
+    cluster file."""
     if state.pids_file.exists() and any(_alive(pid) for pid in _read_pids(state).values()):
         raise FLError(f"a local cluster is already running from {state.root}; stop it with `fl down` first")
     names = player_names(owners)
+    if data is not None:
+        data.check([name for name, role in names if role in (DATA_OWNER, MODEL_OWNER)])
     ports = free_ports(2 * len(names) + 2)
     players = []
     for index, ((name, role), port) in enumerate(zip(names, ports)):
@@ -133,7 +143,27 @@ def up(owners: int, state: StateDir, insecure_randomness: bool = False, timeout:
     except PlayerUnreachableError:
         down(state)
         raise
+    if data is not None:
+        prepare_data(cluster, data)
+        cluster.save(state.cluster_file)
     return cluster
+
+
+def prepare_data(cluster: Cluster, data: DataSettings) -> None:
+    """The players share this host's disk: split into each owner's directory, or link each one's own files there."""
+    from fl.data import datasets
+    from fl.data.split import write_shards
+
+    if data.own_data is not None:
+        for player in [cluster.model_owner, *cluster.data_owners]:
+            link = Path(player.own_data_dir)
+            link.unlink(missing_ok=True)
+            link.symlink_to((Path(data.own_data) / player.name).resolve(), target_is_directory=True)
+        cluster.dataset = None
+        return
+    dataset = datasets.load(data.dataset, seed=data.seed)
+    print(f"SIMULATION ONLY: splitting {dataset.name} ({data.partition}) among {len(cluster.data_owners)} data owners")
+    cluster.dataset = write_shards(cluster, dataset, data.partition, data.alpha, data.seed)
 
 
 def _player_command(state: StateDir, name: str, insecure_randomness: bool) -> list[str]:
@@ -298,7 +328,7 @@ class LocalBackend(Backend):
     def up(self, settings: UpSettings) -> Cluster:
         self.check(settings)
         self.record()
-        return up(settings.owners, self.state, settings.insecure_randomness)
+        return up(settings.owners, self.state, settings.insecure_randomness, data=settings.data)
 
     def shaped_links(self, cluster: Cluster) -> list[tuple[str, str]]:
         self.check(UpSettings(), shaped_links=True)
@@ -328,5 +358,6 @@ class LocalBackend(Backend):
     def interrupt_driver(self) -> None:
         """Nothing to pass on: the driver is the process the terminal's Ctrl-C reached."""
 
-    def exec(self, argv: list[str], **popen: Any) -> subprocess.Popen:
+    def exec(self, argv: list[str], options: Sequence[str] = (), **popen: Any) -> subprocess.Popen:
+        """`options` are the docker backend's (`docker exec`'s): a local process has none to take."""
         return subprocess.Popen(argv, **popen)

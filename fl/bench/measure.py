@@ -3,7 +3,7 @@
 Runs as the driver of one cluster (TensorFlow allows one per process), so the sweep
 starts it once per number of data owners and reads one JSON line per measurement.
 A round here is the aggregation stage alone (range check, sharing, secure sum, reveal),
-compiled exactly as training runs it (fl/rounds.py), on updates that already sit on the
+compiled exactly as training runs it (fl/rounds/stages.py), on updates that already sit on the
 owners, so model training does not blur the cost.
 """
 
@@ -71,7 +71,7 @@ def measure(cluster: Cluster, aggregation_name: str, size: int, rounds: int, war
         if index >= warmup:
             seconds.append(time.perf_counter() - started)
     after = wire_sent_bytes(cluster, owners + servers)
-    protocol = aggregation.expected_bytes(owners, size)
+    protocol = compiled.expected_bytes()
     wire = None if before is None or after is None else {name: (after[name] - before[name]) / rounds for name in before}
 
     def mean_wire(players: list[Player]) -> float | None:

@@ -26,8 +26,6 @@ from fl import backends
 from fl.aggregation.registry import registration
 from fl.backends import Backend, UpSettings
 from fl.cluster import COMPUTE_SERVER, DATA_OWNER, Cluster
-from fl.data import datasets
-from fl.data.split import write_shards
 from fl.errors import FLError
 from fl.results import write_json
 
@@ -44,9 +42,10 @@ def drive(config: str, rounds: int, aggregation: str, round_timeout: float) -> N
 
     cluster = fl.connect(config)
     train_data, _ = fl.owner_sources(cluster)
-    federated = fl.FederatedLearning(cluster.model_owner, make_aggregation(aggregation, cluster), round_timeout=round_timeout)
+    rounds_policy = fl.RoundPolicy(round_timeout)
+    federated = fl.FederatedLearning(cluster.model_owner, make_aggregation(aggregation, cluster), rounds=rounds_policy)
     with federated:
-        model = build_classifier(cluster.dataset.feature_size, cluster.dataset.num_classes, 64, 0.3)
+        model = build_classifier(cluster.dataset.feature_shape, cluster.dataset.num_classes, 64, 0.3)
     while federated.completed_rounds < rounds:
         index = federated.completed_rounds
         try:
@@ -59,9 +58,6 @@ def drive(config: str, rounds: int, aggregation: str, round_timeout: float) -> N
 
 def run(backend: Backend, owners: int, rounds: int, fault_every: int, aggregation: str, round_timeout: float) -> dict:
     cluster = backend.up(UpSettings(owners))
-    if cluster.dataset is None:  # local players share this host's disk: split here, as `fl up` does (simulation)
-        cluster.dataset = write_shards(cluster, datasets.load("digits"))
-        cluster.save(backend.cluster_file)
     victims = _victims(cluster, aggregation)
     command = [
         "python" if not backend.driver_is_this_host else sys.executable,

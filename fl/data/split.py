@@ -15,10 +15,10 @@ import numpy as np
 from fl.cluster import Cluster, DatasetInfo
 from fl.data.datasets import Dataset
 from fl.errors import FLError
+from fl.policies import PARTITIONS
 
 TRAIN_SHARD = "train.tfrecord"
 TEST_SHARD = "test.tfrecord"
-PARTITIONS = ("iid", "dirichlet")
 
 
 def split_among_players(
@@ -28,6 +28,8 @@ def split_among_players(
     if players < 1 or players > len(x):
         raise FLError(f"cannot split {len(x)} examples among {players} players; use 1..{len(x)} players")
     rng = np.random.default_rng(seed)
+    if partition == "dirichlet" and np.asarray(y).dtype.kind == "f":
+        raise FLError("the dirichlet partition skews a classification's labels; these labels are a regression's: use iid")
     if partition == "iid":
         parts = np.array_split(rng.permutation(len(x)), players)
     elif partition == "dirichlet":
@@ -64,11 +66,38 @@ def write_tfrecord(path: Path, x: np.ndarray, y: np.ndarray) -> None:
                 features=tf.train.Features(
                     feature={
                         "x": tf.train.Feature(float_list=tf.train.FloatList(value=features.reshape(-1))),
-                        "y": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+                        "y": _label_feature(label),
                     }
                 )
             )
             writer.write(example.SerializeToString())
+
+
+def _label_feature(label: np.generic):
+    import tensorflow as tf
+
+    if np.asarray(label).dtype.kind == "f":
+        return tf.train.Feature(float_list=tf.train.FloatList(value=[float(label)]))
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))
+
+
+def plan_shards(
+    owners: list[str], dataset: Dataset, partition: str = "iid", alpha: float = 0.5, seed: int = 0
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], DatasetInfo]:
+    """Each owner's part of the training set, and the public facts about the split (deterministic in `seed`)."""
+    parts = split_among_players(dataset.x_train, dataset.y_train, len(owners), partition, alpha, seed)
+    info = DatasetInfo(
+        name=dataset.name,
+        feature_shape=dataset.feature_shape,
+        num_classes=dataset.num_classes,
+        label_dtype=dataset.label_dtype,
+        partition=partition,
+        alpha=alpha,
+        seed=seed,
+        train_examples={owner: len(y) for owner, (_, y) in zip(owners, parts)},
+        test_examples=len(dataset.y_test),
+    )
+    return parts, info
 
 
 def write_shards(
@@ -80,19 +109,10 @@ def write_shards(
     (the split is deterministic in `seed`). Returns the public metadata the driver needs.
     """
     owners = cluster.data_owners
-    parts = split_among_players(dataset.x_train, dataset.y_train, len(owners), partition, alpha, seed)
+    parts, info = plan_shards([owner.name for owner in owners], dataset, partition, alpha, seed)
     for owner, (x, y) in zip(owners, parts):
         if only in (None, owner.name):
             write_tfrecord(Path(owner.data_dir) / TRAIN_SHARD, x, y)
     if only in (None, cluster.model_owner.name):
         write_tfrecord(Path(cluster.model_owner.data_dir) / TEST_SHARD, dataset.x_test, dataset.y_test)
-    return DatasetInfo(
-        name=dataset.name,
-        feature_size=int(np.prod(dataset.feature_shape)),
-        num_classes=dataset.num_classes,
-        partition=partition,
-        alpha=alpha,
-        seed=seed,
-        train_examples={owner.name: len(y) for owner, (_, y) in zip(owners, parts)},
-        test_examples=len(dataset.y_test),
-    )
+    return info

@@ -24,7 +24,7 @@ def main(state_root: str, victim: str) -> None:
     train_data, _ = fl.owner_sources(cluster)
     federated = fl.FederatedLearning(cluster.model_owner, make_aggregation("additive", cluster))
     with federated:
-        model = build_classifier(64, 10, hidden_units=32, learning_rate=0.3)
+        model = build_classifier((8, 8, 1), 10, hidden_units=32, learning_rate=0.3)
     model.fit(train_data, epochs=1, verbose=0)
     report = {}
     local.stop_player(state, victim)

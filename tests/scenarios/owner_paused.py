@@ -34,9 +34,9 @@ def rounds(federated: fl.FederatedLearning, since: int) -> list[dict]:
 cluster = fl.connect("/etc/fl/cluster.json")
 train_data, test_data = fl.owner_sources(cluster)
 aggregation = make_aggregation("additive", cluster)
-quorum = fl.FederatedLearning(cluster.model_owner, aggregation, min_owners=2, round_timeout=ROUND_TIMEOUT)
+quorum = fl.FederatedLearning(cluster.model_owner, aggregation, rounds=fl.RoundPolicy(ROUND_TIMEOUT, min_owners=2))
 with quorum:
-    model = build_classifier(64, 10, hidden_units=32, learning_rate=0.3)
+    model = build_classifier((8, 8, 1), 10, hidden_units=32, learning_rate=0.3)
 model.fit(train_data, epochs=1, verbose=0)
 print("READY", flush=True)
 wait_for("go-1")
@@ -44,9 +44,9 @@ started = time.monotonic()
 model.fit(train_data, epochs=2, verbose=0)
 print("QUORUM " + json.dumps({"rounds": rounds(quorum, 1), "seconds": time.monotonic() - started}), flush=True)
 
-strict = fl.FederatedLearning(cluster.model_owner, aggregation, round_timeout=ROUND_TIMEOUT)
+strict = fl.FederatedLearning(cluster.model_owner, aggregation, rounds=fl.RoundPolicy(ROUND_TIMEOUT))
 with strict:
-    strict_model = build_classifier(64, 10, hidden_units=32, learning_rate=0.3)
+    strict_model = build_classifier((8, 8, 1), 10, hidden_units=32, learning_rate=0.3)
 before = [w.numpy() for w in strict_model.weights]
 started = time.monotonic()
 try:

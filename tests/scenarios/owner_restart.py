@@ -34,7 +34,7 @@ class PauseAfterFirstRound(tf.keras.callbacks.Callback):
 cluster = fl.connect("/etc/fl/cluster.json")
 train_data, test_data = fl.owner_sources(cluster)
 with fl.FederatedLearning(cluster.model_owner, make_aggregation("additive", cluster)) as federated:
-    model = build_classifier(64, 10, hidden_units=32, learning_rate=0.3)
+    model = build_classifier((8, 8, 1), 10, hidden_units=32, learning_rate=0.3)
 pause = PauseAfterFirstRound()
 try:
     model.fit(train_data, epochs=3, verbose=0, callbacks=[pause])

@@ -37,12 +37,11 @@ train_data, _ = fl.owner_sources(cluster)
 federated = fl.FederatedLearning(
     cluster.model_owner,
     make_aggregation(aggregation, cluster),
-    local_epochs=100,
-    round_timeout=ROUND_TIMEOUT,
-    min_owners=min_owners,
+    local=fl.LocalTraining(local_epochs=100),
+    rounds=fl.RoundPolicy(ROUND_TIMEOUT, min_owners),
 )
 with federated:
-    model = build_classifier(64, 10, hidden_units=32, learning_rate=0.3)
+    model = build_classifier((8, 8, 1), 10, hidden_units=32, learning_rate=0.3)
 model.fit(train_data, epochs=1, verbose=0)
 before = [w.numpy() for w in model.weights]
 threading.Timer(1.0, os.kill, (victim_pid, signal.SIGSTOP)).start()

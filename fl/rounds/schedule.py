@@ -1,56 +1,42 @@
-"""One federated round, orchestrated by the driver in two compiled stages.
+"""When and with whom a round runs: the driver's schedule around the compiled stages (fl/rounds/stages.py).
 
-1. Training: each data owner runs one compiled call that reads the model owner's
-   weights, trains its replica locally and keeps the update in a variable on the
-   owner, returning only its clock's stamp. The calls run at once, one driver thread
-   each, so the owners' transfers and training overlap.
-2. Aggregation: one compiled call reads the updates where they are kept and runs
-   range check, sharing, secure sum, reveal and division (fl/aggregation/base.py),
-   then the model update on the model owner, which adds the average only if the
-   round was accepted and the weights stay finite. A round that fails or is refused
-   anywhere leaves the weights exactly as they were; the driver reads back one small
-   report vector.
+Owners train at once, one driver thread each, so their transfers and training overlap;
+then one aggregation call averages and applies. Every round has a deadline
+(`RoundPolicy.round_timeout`), and its first half is the local-training deadline. With a
+quorum (`min_owners` below the number of owners), owners that have not delivered by then
+(hung, dead, slow) are left out of the round and named, and the others are averaged;
+sharing starts only after that, so nobody is lost mid-protocol for being slow. Without
+one, such an owner fails the round. While it waits, the driver probes the players every
+few seconds, so a dead or hung player is found early, by name. The model owner applies the
+average only while its own clock is before the deadline, so a call still pending when the
+driver gives up can never change the model later. An owner still busy with an earlier
+round's call sits out until that call ends.
 
-Every round has a deadline (`round_timeout`), and its first half is the local-training
-deadline. With a quorum (`min_owners` below the number of owners), owners that have not
-delivered by then (hung, dead, slow) are left out of the round and named, and the others
-are averaged; sharing starts only after that, so nobody is lost mid-protocol for being
-slow. Without one, such an owner fails the round. While it waits, the driver probes the
-players every few seconds, so a dead or hung player is found early, by name. The model
-owner applies the average only while its own clock is before the deadline, so a call still
-pending when the driver gives up can never change the model later. An owner still busy
-with an earlier round's call sits out until that call ends.
-
-The graphs are built with `tf.compat.v1.wrap_function`, once per runner (and per set of
-delivering owners), never per round: functions registered on remote workers are never
-released, so tracing each round would grow the players' memory. Not `tf.function`: its
-automatic control dependencies add a node on the caller, the driver, which the players
-cannot reach on the mesh. Each graph has one output, on a player, which waits for every
-stateful op. The driver only ever reads those outputs (`.numpy()`, which lets other threads
-run while it waits): touching a hung owner's pending tensors otherwise can block the
-whole driver.
+The driver only ever reads the compiled calls' outputs (`.numpy()`, which lets other
+threads run while it waits): touching a hung owner's pending tensors otherwise can block
+the whole driver.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import tensorflow as tf
 
-from fl.aggregation.base import Aggregation, Averaged
+from fl.aggregation.base import WEIGHT_SLOTS, Aggregation
 from fl.cluster import MIN_DATA_OWNERS, Cluster, Player, unreachable
 from fl.errors import DeadlineExceededError, FLError, RangeError, RoundFailedError, first_line
 from fl.local_training import OwnerTrainer, TrainingSpec
-from fl.phases import DEFAULT_ROUND_TIMEOUT, STAGES
+from fl.phases import STAGES
+from fl.policies import RoundPolicy, Weighting
+from fl.rounds.stages import OUTCOME_FLAGS, Report, aggregation_stage, call_on_driver, training_stage
+from fl.server_update import ServerUpdate
 
-# the driver's own device: a compiled call is issued from here, its ops run on the players
-DRIVER_DEVICE = "/job:localhost/replica:0/task:0/device:CPU:0"
 # the driver waits this much past a deadline for a call that the model owner's clock may still accept
 CLOCK_MARGIN = 1.0
 # while a round runs longer than this, its players are probed this often
@@ -78,49 +64,6 @@ class RoundListener(Protocol):
     def round_completed(self, result: RoundResult) -> None: ...
 
     def round_failed(self, index: int, error: FLError) -> None: ...
-
-
-def compiled(fn: Callable[..., tf.Tensor], *inputs: tf.TensorSpec) -> Callable[..., tf.Tensor]:
-    """`fn` traced once into a graph function: one output on a player, no control node on the driver."""
-    return tf.compat.v1.wrap_function(fn, signature=list(inputs))
-
-
-@dataclass
-class Report:
-    """What a compiled aggregation reports to the driver, unpacked from one float64 vector."""
-
-    accepted: bool
-    flags: dict[str, bool]
-    clipped: dict[str, int]
-    finite: dict[str, bool]
-    values: np.ndarray
-    stage_ends: dict[str, float]
-
-    @staticmethod
-    def pack(averaged: Averaged, owners: Sequence[Player], flags: Sequence[tf.Tensor], values: Sequence[tf.Tensor]) -> tf.Tensor:
-        """On the output receiver: acceptance, the caller's `flags`, per-owner checks, `values`, each stage's end."""
-        head = [averaged.accepted, *flags, *(averaged.finite[owner] for owner in owners)]
-        head = [tf.cast(flag, tf.float64) for flag in head]
-        head += [tf.cast(averaged.clipped[owner], tf.float64) for owner in owners]
-        stamps = [averaged.stage_ends[stage] for stage in STAGES]
-        return tf.concat([tf.stack(head), *(tf.cast(v, tf.float64) for v in values), tf.stack(stamps)], axis=0)
-
-    @classmethod
-    def unpack(cls, vector: np.ndarray, owners: Sequence[Player], flag_names: Sequence[str] = ()) -> Report:
-        names = [owner.name for owner in owners]
-        flags, finite_at = 1 + len(flag_names), 1 + len(flag_names) + len(names)
-        return cls(
-            accepted=bool(vector[0]),
-            flags={name: bool(v) for name, v in zip(flag_names, vector[1:flags])},
-            finite={name: bool(v) for name, v in zip(names, vector[flags:finite_at])},
-            clipped={name: int(v) for name, v in zip(names, vector[finite_at : finite_at + len(names)])},
-            values=vector[finite_at + len(names) : -len(STAGES)],
-            stage_ends=dict(zip(STAGES, map(float, vector[-len(STAGES) :]))),
-        )
-
-
-# what a round's report says besides the aggregation's own checks
-OUTCOME_FLAGS = ("weights_finite", "in_time")
 
 
 class BackgroundCall:
@@ -153,41 +96,6 @@ class BackgroundCall:
         return value
 
 
-def call_on_driver(function: Callable[..., tf.Tensor], *inputs: tf.Tensor) -> np.ndarray:
-    """Run a compiled call from the driver and read its (small) output back."""
-    with tf.device(DRIVER_DEVICE):
-        return function(*inputs).numpy()
-
-
-class CompiledAverage:
-    """The aggregation stages alone, compiled: for benchmarks and tests, the same path a round takes.
-
-    The mean stays on the output receiver, in `mean`; a call returns the report.
-    """
-
-    def __init__(self, aggregation: Aggregation, owners: list[Player], size: int, metric_count: int = 0) -> None:
-        self.aggregation = aggregation
-        self.owners = list(owners)
-        self.values = size - metric_count
-        with tf.device(aggregation.output_receiver.device_name):
-            self.mean = tf.Variable(tf.zeros([size]), trainable=False)
-
-        def average(*updates: tf.Tensor) -> tf.Tensor:
-            averaged = aggregation.average(dict(zip(self.owners, updates)), metric_count)
-            with tf.device(aggregation.output_receiver.device_name):
-                kept = self.mean.assign(averaged.mean)
-                with tf.control_dependencies([kept]):
-                    return Report.pack(averaged, self.owners, [], [])
-
-        self._call = compiled(average, *(tf.TensorSpec([size], tf.float32) for _ in self.owners))
-
-    def __call__(self, updates: Mapping[Player, tf.Tensor]) -> Report:
-        return Report.unpack(call_on_driver(self._call, *(updates[owner] for owner in self.owners)), self.owners)
-
-    def refusal(self, report: Report) -> str | None:
-        return self.aggregation.refusal(report.clipped, report.finite, self.values)
-
-
 def quorum(min_owners: int | None, owners: int) -> int:
     """The fewest owners a round may average: `min_owners`, checked, or every owner."""
     if min_owners is None:
@@ -211,25 +119,23 @@ class RoundRunner:
         aggregation: Aggregation,
         trainers: Mapping[Player, Callable[[], OwnerTrainer]],
         spec: TrainingSpec,
-        server_learning_rate: float,
+        server_update: ServerUpdate,
         seed: int,
-        round_timeout: float = DEFAULT_ROUND_TIMEOUT,
-        min_owners: int | None = None,
+        policy: RoundPolicy = RoundPolicy(),
+        weighting: Weighting = Weighting(),
     ) -> None:
-        """`min_owners`: the quorum, the fewest owners whose updates a round averages (default: every owner)."""
-        if not round_timeout > 0:
-            raise FLError(f"round_timeout must be > 0 seconds, got {round_timeout:g}")
-        min_owners = quorum(min_owners, len(trainers))
+        """`policy.min_owners`: the quorum, the fewest owners whose updates a round averages (default: every owner)."""
+        self.min_owners = quorum(policy.min_owners, len(trainers))
         self.cluster = cluster
         self.model = model
         self.model_owner = cluster.model_owner
         self.aggregation = aggregation
         self.trainers = dict(trainers)
         self.spec = spec
-        self.server_learning_rate = server_learning_rate
+        self.server_update = server_update
         self.seed = seed
-        self.round_timeout = round_timeout
-        self.min_owners = min_owners
+        self.round_timeout = policy.round_timeout
+        self.weighting = weighting
         self.sizes = [int(np.prod(v.shape)) for v in model.weights]
         self._building = threading.Lock()  # replicas and traces are made one at a time, in the owners' threads
         self._training_calls: dict[Player, Callable[..., tf.Tensor]] = {}
@@ -250,6 +156,7 @@ class RoundRunner:
 
     @property
     def update_size(self) -> int:
+        """An owner's update as it is averaged: deltas and metrics (its example count rides after them)."""
         return sum(self.sizes) + self.metric_count
 
     @property
@@ -368,17 +275,8 @@ class RoundRunner:
     def _compile_training(self, owner: Player) -> Callable[..., tf.Tensor]:
         trainer = self._replicas[owner] = self.trainers[owner]()
         with tf.device(owner.device_name):
-            self._updates[owner] = tf.Variable(tf.zeros([self.update_size]), trainable=False)
-
-        def train(*inputs: tf.Tensor) -> tf.Tensor:
-            update = trainer.update(list(inputs[:-1]), inputs[-1])
-            with tf.device(owner.device_name):
-                kept = self._updates[owner].assign(update)
-                with tf.control_dependencies([kept]):
-                    return tf.timestamp()
-
-        weights = [tf.TensorSpec(variable.shape, variable.dtype) for variable in self.model.weights]
-        return compiled(train, *weights, tf.TensorSpec([], tf.int64))
+            self._updates[owner] = tf.Variable(tf.zeros([self.update_size + WEIGHT_SLOTS]), trainable=False)
+        return training_stage(trainer, self._updates[owner], self.model.weights)
 
     def _await(self, call: BackgroundCall, deadline: float, players: list[Player]) -> None:
         """Until the deadline, probing `players` each PROBE_INTERVAL: a dead or hung player fails the round early.
@@ -413,7 +311,7 @@ class RoundRunner:
         returned = time.time()
         values = self.update_size - self.metric_count
         if not report.accepted:
-            raise RangeError(aggregation.refusal(report.clipped, report.finite, values))
+            raise RangeError(report.refusal(aggregation, values))
         if not report.flags["weights_finite"]:
             raise FLError("the averaged update made the weights non-finite; lower the learning rate")
         if not report.flags["in_time"]:
@@ -428,7 +326,7 @@ class RoundRunner:
             seconds=returned - started,
             phase_seconds=phases,
             clipped=report.clipped,
-            expected_bytes=aggregation.expected_bytes(list(stamps), self.update_size),
+            expected_bytes=aggregation.expected_bytes(list(stamps), self.update_size + WEIGHT_SLOTS),
             owner_training_seconds={owner.name: max(at - started, 0.0) for owner, at in stamps.items()},
             participants=[owner.name for owner in stamps],
             dropped=dropped,
@@ -443,33 +341,11 @@ class RoundRunner:
     def _aggregation_stage(self, owners: tuple[Player, ...], aggregation: Aggregation) -> Callable[..., tf.Tensor]:
         """Traced once per set of delivering owners (all of them, unless some were left out)."""
         if owners not in self._aggregation_stages:
-            stage = functools.partial(self._aggregate_and_apply, owners, aggregation)
-            self._aggregation_stages[owners] = compiled(stage, tf.TensorSpec([], tf.float64))
-        return self._aggregation_stages[owners]
-
-    def _aggregate_and_apply(self, owners: tuple[Player, ...], aggregation: Aggregation, deadline: tf.Tensor) -> tf.Tensor:
-        """Average the updates kept on `owners`, then add the average on the model owner if accepted, finite and
-        before `deadline` by the model owner's own clock.
-
-        Adding zero when not applied (rather than assigning the old value) keeps a late call from
-        undoing a later round.
-        """
-        updates = {}
-        for owner in owners:
-            with tf.device(owner.device_name):
-                updates[owner] = self._updates[owner].read_value()
-        averaged = aggregation.average(updates, self.metric_count)
-        with tf.device(self.model_owner.device_name):
-            parts = tf.split(averaged.mean, [*self.sizes, self.metric_count])
-            steps = [self.server_learning_rate * tf.reshape(delta, v.shape) for v, delta in zip(self.model.weights, parts)]
-            weights_finite = tf.reduce_all(
-                [tf.reduce_all(tf.math.is_finite(v.read_value() + step)) for v, step in zip(self.model.weights, steps)]
+            kept = {owner: self._updates[owner] for owner in owners}
+            self._aggregation_stages[owners] = aggregation_stage(
+                kept, aggregation, self.weighting, self.server_update, self.model_owner, self.metric_count
             )
-            in_time = tf.timestamp() < deadline
-            applied = averaged.accepted & weights_finite & in_time
-            additions = [v.assign_add(tf.where(applied, step, tf.zeros_like(step))) for v, step in zip(self.model.weights, steps)]
-            with tf.control_dependencies(additions):
-                return Report.pack(averaged, list(owners), [weights_finite, in_time], [parts[-1]])
+        return self._aggregation_stages[owners]
 
     def _culprits(self, players: list[Player]) -> str:
         """Who of the round's `players` does not answer now, asked of each rather than guessed from TF's message
