@@ -15,8 +15,15 @@ AGGREGATION ?= additive
 EPOCHS ?= 10
 DATASET ?= digits
 # every other `fl train` setting, forwarded when set: make train LEARNING_RATE=0.1 ALGORITHM=fedsgd
-TRAIN_SETTINGS := ROUNDS_PER_EPOCH BATCH_SIZE LOCAL_EPOCHS LEARNING_RATE ALGORITHM VALUE_RANGE OUT_OF_RANGE MAX_CLIPPED_FRACTION SEED ROUND_TIMEOUT MIN_OWNERS SAVE
-train_flag = $(if $($(1)),--$(subst _,-,$(shell echo $(1) | tr A-Z a-z)) $($(1)))
+TRAIN_SETTINGS := ROUNDS_PER_EPOCH BATCH_SIZE LOCAL_EPOCHS LEARNING_RATE HIDDEN_UNITS ALGORITHM PROXIMAL_MU \
+	SERVER_OPTIMIZER SERVER_LEARNING_RATE WEIGHTING MAX_WEIGHT VALUE_RANGE OUT_OF_RANGE MAX_CLIPPED_FRACTION SEED \
+	ROUND_TIMEOUT MIN_OWNERS SAVE
+# how `make up` gives the owners their data, forwarded when set: make up PARTITION=dirichlet ALPHA=0.3 SPLIT_SEED=1, or DATA=DIR
+UP_SETTINGS := PARTITION ALPHA DATA
+flag = $(if $($(1)),--$(subst _,-,$(shell echo $(1) | tr A-Z a-z)) $($(1)))
+# make run SCRIPT=examples/cnn_digits.py ARGS="--rounds 10": your script as the cluster's driver
+SCRIPT ?=
+ARGS ?=
 # docker backend: mutual TLS through a sidecar per player unless TLS=off (for measuring what it costs)
 TLS ?= on
 STATE_DIR ?= .fl
@@ -32,7 +39,7 @@ BENCH ?= quick
 BENCH_BACKEND ?= local
 PROFILES ?= lan
 
-.PHONY: install images up train bench soak down status logs test test-unit lint clean
+.PHONY: install images up train run bench soak down status logs test test-unit lint clean
 
 install:
 	./scripts/install-system-packages.sh
@@ -53,11 +60,16 @@ images:
 up: $(if $(filter docker,$(RESOLVED_BACKEND)),images)
 	@echo "backend: $(RESOLVED_BACKEND) (BACKEND=$(BACKEND))"
 	$(FL) up --backend $(RESOLVED_BACKEND) --owners $(OWNERS) --dataset $(DATASET) --state-dir $(STATE_DIR) \
-		$(if $(filter off,$(TLS)),--no-tls,)
+		$(if $(filter off,$(TLS)),--no-tls,) \
+		$(foreach setting,$(UP_SETTINGS),$(call flag,$(setting))) $(if $(SPLIT_SEED),--seed $(SPLIT_SEED),)
 
 train:
 	$(FL) train --aggregation $(AGGREGATION) --epochs $(EPOCHS) --state-dir $(STATE_DIR) \
-		$(foreach setting,$(TRAIN_SETTINGS),$(call train_flag,$(setting))) --json $(RESULTS)/train-$(AGGREGATION).json
+		$(foreach setting,$(TRAIN_SETTINGS),$(call flag,$(setting))) --json $(RESULTS)/train-$(AGGREGATION).json
+
+run:
+	@test -n "$(SCRIPT)" || { echo "make run: say which script, e.g. make run SCRIPT=examples/cnn_digits.py" >&2; exit 2; }
+	$(FL) run --state-dir $(STATE_DIR) $(SCRIPT) $(ARGS)
 
 bench:
 	$(FL) bench --mode $(BENCH) --backend $(BENCH_BACKEND) --profiles $(PROFILES) --out $(RESULTS)/bench

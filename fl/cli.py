@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -337,6 +338,7 @@ def _run(args) -> int | None:
     script = args.script.resolve()
     if not script.is_file():
         raise FLError(f"{args.script}: no such script; pass the path of a Python file, e.g. examples/cnn_digits.py")
+    _stoppable(args.command)
     backend = _active_or_none(args.state_dir)
     if backend is not None and not backend.driver_is_this_host:
         return experiment.run_in_container(backend, script, args.args, args.argv)
@@ -349,12 +351,23 @@ def _active_or_none(state_dir: Path):
     return backends.active(state_dir)
 
 
+def _stoppable(command: str) -> None:
+    """A stopped run (SIGTERM) ends like Ctrl-C: one line, exit 130, the driver container's run stopped too."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # POSIX: a background job inherits SIGINT ignored; keep it so
+        print(
+            f"fl {command}: SIGINT is ignored (started as a background job), so Ctrl-C will not stop this run; "
+            f"stop it with SIGTERM (kill {os.getpid()})",
+            file=sys.stderr,
+        )
+
+
 def _as_driver(args, run_here) -> int | None:
     """Run as the cluster's one driver: here (local backend, or inside the driver container), or forward the
     command to the driver container, where a Ctrl-C on this host is passed on."""
     from fl import driver_lock
 
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a stopped run ends like Ctrl-C: one line, exit 130
+    _stoppable(args.command)
     backend = _active_or_none(args.state_dir)
     if backend is not None and not backend.driver_is_this_host:
         if args.config is not None:

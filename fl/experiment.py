@@ -4,16 +4,16 @@ The script runs in the driver's process (this one, under the driver lock), so it
 driver of its cluster and a Ctrl-C or SIGTERM reaches it as `KeyboardInterrupt`. It finds
 its cluster with `fl.connect()` and writes what it produces under `fl.results_dir()`.
 
-On docker the driver is a container: the script's directory is copied into it (owned by
-root there, so read-only to the driver's user), the script runs inside it with `fl run`,
-and its `results/` is copied back next to the script when it ends, however it ends.
+On docker the driver is a container: the script's directory is copied where the driver
+container mounts it read-only, the script runs inside it with `fl run`, and its
+`results/` is copied back next to the script when it ends, however it ends.
 """
 
 from __future__ import annotations
 
 import os
 import runpy
-import subprocess
+import shutil
 import sys
 import uuid
 from pathlib import Path
@@ -24,8 +24,8 @@ CLUSTER_FILE_VARIABLE = "FL_CLUSTER_FILE"
 RESULTS_VARIABLE = "FL_RESULTS"
 INSECURE_VARIABLE = "FL_INSECURE_RANDOMNESS"
 RESULTS_DIR = "results"
-# what the copy into the driver container leaves out
-NOT_COPIED = (f"./{RESULTS_DIR}", "./__pycache__", "./.git")
+# what the copy for the driver container leaves out, anywhere in the script's directory
+NOT_COPIED = ("__pycache__", ".git")
 
 
 def cluster_file() -> str:
@@ -63,43 +63,36 @@ def run_here(script: Path, args: list[str], config: Path, insecure: bool = False
 
 
 def run_in_container(backend, script: Path, args: list[str], argv: list[str]) -> int:
-    """Copy the script's directory into the driver container, run it there, bring its results back."""
+    """Copy the script's directory where the driver container sees it read-only, run it there, bring its results back."""
+    from fl.backends.docker import RUNS_DIR, RUNS_IN_CONTAINER
     from fl.cli import forward_to_driver
 
     if "--insecure-randomness" in argv:
         raise FLError("--insecure-randomness is for the local backend; the images carry the secure-random op")
-    driver = backend.container("driver")
-    remote = f"/tmp/fl-run-{uuid.uuid4().hex[:8]}"
-    source = script.parent
-    _copy_in(driver, source, remote)
-    print(f"{backend.name} backend: {script.name} runs in the driver container ({driver}:{remote}, read-only)")
+    runs = backend.directory / RUNS_DIR
+    if not (runs / "scripts").is_dir():
+        raise FLError(f"the cluster of {backend.state_dir} predates `fl run` (no {runs}): restart it with `fl down` and `fl up`")
+    run = uuid.uuid4().hex[:8]
+    scripts, results = runs / "scripts" / run, runs / "results" / run
+    shutil.copytree(script.parent, scripts, ignore=_not_copied(script.parent))
+    results.mkdir()
+    remote = f"{RUNS_IN_CONTAINER}/scripts/{run}"
+    print(f"{backend.name} backend: {script.name} runs in the driver container ({remote}, read-only)")
     try:
-        environment = ["-e", f"{RESULTS_VARIABLE}={remote}/{RESULTS_DIR}", "-w", remote]
+        environment = ["-e", f"{RESULTS_VARIABLE}={RUNS_IN_CONTAINER}/results/{run}", "-e", "PYTHONDONTWRITEBYTECODE=1"]
         command = ["fl", "run", "--config", backend.driver_cluster_file, f"{remote}/{script.name}", *args]
-        return forward_to_driver(backend, command, environment)
+        return forward_to_driver(backend, command, [*environment, "-w", remote])
     finally:
-        _copy_out(driver, f"{remote}/{RESULTS_DIR}", source / RESULTS_DIR)
-        subprocess.run(["docker", "exec", "-u", "root", driver, "rm", "-rf", remote], capture_output=True)
+        shutil.copytree(results, script.parent / RESULTS_DIR, dirs_exist_ok=True)
+        shutil.rmtree(scripts)
+        shutil.rmtree(results)
 
 
-def _copy_in(driver: str, source: Path, remote: str) -> None:
-    unpack = (
-        f"mkdir -p {remote}/{RESULTS_DIR} && tar -C {remote} --no-same-owner -xf - && chmod -R a-w,a+rX {remote} "
-        f"&& chown fl {remote}/{RESULTS_DIR} && chmod u+w {remote}/{RESULTS_DIR}"
-    )
-    excluded = [f"--exclude={path}" for path in NOT_COPIED]
-    packer = subprocess.Popen(["tar", "-C", str(source), *excluded, "-cf", "-", "."], stdout=subprocess.PIPE)
-    copied = subprocess.run(
-        ["docker", "exec", "-i", "-u", "root", driver, "sh", "-c", unpack], stdin=packer.stdout, capture_output=True, text=True
-    )
-    packer.stdout.close()
-    if packer.wait() != 0 or copied.returncode != 0:
-        raise FLError(f"could not copy {source} into {driver}: {copied.stderr.strip() or 'tar failed'}")
+def _not_copied(top: Path):
+    """copytree's filter: caches and git anywhere, and the earlier runs' `results/` beside the script."""
 
+    def ignored(directory: str, names: list[str]) -> list[str]:
+        left_out = {*NOT_COPIED, *([RESULTS_DIR] if Path(directory) == top else [])}
+        return [name for name in names if name in left_out]
 
-def _copy_out(driver: str, remote: str, target: Path) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    packer = subprocess.Popen(["docker", "exec", driver, "tar", "-C", remote, "-cf", "-", "."], stdout=subprocess.PIPE)
-    subprocess.run(["tar", "-C", str(target), "-xf", "-"], stdin=packer.stdout, capture_output=True)
-    packer.stdout.close()
-    packer.wait()
+    return ignored

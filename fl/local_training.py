@@ -3,8 +3,8 @@
 Everything here runs on the owner's device: the replica's variables, the
 optimizer state, the input pipeline, the training loop. What leaves the owner is
 one flat vector: the weight delta of this round, its mean training metrics and the
-number of examples it trained on (the sum of their sample weights), which the
-aggregation turns into the owner's weight.
+number of examples of one local epoch (the sum of their sample weights; FedSGD: of its
+one step), McMahan et al.'s n_k, which the aggregation turns into the owner's weight.
 
 A pipeline yields `(features, labels)` or `(features, labels, sample_weights)`, as
 Keras's `fit` takes them. FedProx (Li et al. 2020) adds `mu/2 * ||w - w_global||^2`
@@ -130,7 +130,9 @@ class OwnerTrainer:
             totals += tf.stack(values)
             examples += tf.reduce_sum(sample_weights) if sample_weights is not None else tf.cast(batch_size(labels), tf.float32)
         deltas = [tf.reshape(variable - value, [-1]) for variable, value in zip(self.replica.weights, global_weights)]
-        return tf.concat([*deltas, totals / tf.maximum(examples, 1e-12), examples[tf.newaxis]], axis=0)
+        passes = 1 if self.settings.local_steps else self.settings.local_epochs
+        metrics = totals / tf.maximum(examples, 1e-12)
+        return tf.concat([*deltas, metrics, (examples / passes)[tf.newaxis]], axis=0)
 
 
 def unpack(element) -> tuple:

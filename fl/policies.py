@@ -52,10 +52,10 @@ class RoundPolicy:
 class Weighting:
     """How owners' updates count in the average: by examples (FedAvg's weights) or each the same.
 
-    An owner's weight is its examples in the round (the sum of its sample weights) divided by the
-    public `max_weight`, so it lies in [0, 1] and a weighted update stays inside the value range:
-    the ring that holds unweighted updates holds weighted ones. A round in which an owner trained
-    on more than `max_weight` examples is refused, naming the owner.
+    An owner's weight is its examples in one local epoch (the sum of its sample weights; FedSGD:
+    in its one step) divided by the public `max_weight`, so it lies in [0, 1] and a weighted update
+    stays inside the value range: the ring that holds unweighted updates holds weighted ones. A
+    round in which an owner had more than `max_weight` examples is refused, naming the owner.
     """
 
     mode: str = "examples"
@@ -65,7 +65,7 @@ class Weighting:
         if self.mode not in WEIGHTINGS:
             raise FLError(f"weighting {self.mode!r}: use one of {', '.join(WEIGHTINGS)}")
         if not self.max_weight >= 1:
-            raise FLError(f"max_weight {self.max_weight:g}: the most examples one owner trains on in a round, >= 1")
+            raise FLError(f"max_weight {self.max_weight:g}: the most examples an owner has in a local epoch, >= 1")
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ class TrainSettings:
     )
     server_learning_rate: float = setting(1.0, "the server optimizer's learning rate (sgd with 1: plain FedAvg)")
     weighting: str = setting("examples", "weight each owner's update by its examples (FedAvg) or uniformly", choices=WEIGHTINGS)
-    max_weight: float = setting(4096.0, "the most examples one owner trains on in a round (weights are divided by it)")
+    max_weight: float = setting(4096.0, "the most examples an owner has in a local epoch (weights are divided by it)")
     value_range: float = setting(32.0, "fixed-point range ±R of update values (> 0)")
     out_of_range: str = setting("clip", "what happens to a value outside ±R", choices=OUT_OF_RANGE_POLICIES)
     max_clipped_fraction: float = setting(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import subprocess
 import tarfile
 import time
 from collections.abc import Iterator
@@ -19,6 +21,12 @@ SCENARIOS = Path(__file__).parent / "scenarios"
 # the Docker tests' own testbed: a state directory of their own, so a user's testbed stays untouched
 STATE_DIR = REPO / ".fl-docker-test"
 BACKEND = docker.DockerBackend(STATE_DIR)
+
+
+def interruptible(argv: list[str], **popen: object) -> subprocess.Popen:
+    """`argv` started so that a SIGINT reaches it as Ctrl-C would, however pytest itself was started: a background
+    job inherits SIGINT ignored (POSIX), and Python then installs no KeyboardInterrupt handler."""
+    return subprocess.Popen(argv, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **popen)
 
 
 def container(engine: docker_sdk.DockerClient, service: str) -> Container:

@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fl.backends import docker
+from fl.backends import DataSettings, docker
 from fl.cli import main
 from fl.cluster import Cluster
 
-DIGITS = docker.dataset_settings("digits")
+DIGITS = DataSettings("digits")
 
 
 def render(tmp_path: Path, owners: int) -> Path:
@@ -33,6 +33,8 @@ def test_players_publish_no_port_and_each_volume_has_one_owner(tmp_path):
     named = [mount for mount in mounts if mount.endswith("-data")]
     assert len(named) == len(set(named)) == 1 + 5 + 1  # the owners' own and Prometheus's
     assert not any("-data" in volume for volume in services["driver"]["volumes"])
+    runs = [name for name, service in services.items() if any(":/runs/" in v for v in service.get("volumes", []))]
+    assert runs == ["driver"] and "./runs/scripts:/runs/scripts:ro" in services["driver"]["volumes"]
 
 
 def test_each_tf_server_sits_alone_with_its_sidecar_which_answers_there_to_every_peer(tmp_path):

@@ -45,9 +45,9 @@ def test_split_refuses_bad_arguments():
         split_among_players(x, y, 2, "dirichlet", alpha=0)
 
 
-def test_digits_ship_offline_and_are_normalised():
+def test_digits_ship_offline_as_images_and_are_normalised():
     digits = datasets.load("digits")
-    assert digits.feature_shape == (64,) and digits.num_classes == 10
+    assert digits.feature_shape == (8, 8, 1) and digits.num_classes == 10
     assert len(digits.y_train) + len(digits.y_test) == 1797
     assert 0.0 <= digits.x_train.min() and digits.x_train.max() <= 1.0
 
@@ -58,8 +58,8 @@ def test_npz_loader_reads_a_local_mnist_shaped_file(tmp_path):
     images = rng.integers(0, 256, size=(20, 28, 28), dtype=np.uint8)
     np.savez(path, x_train=images[:15], y_train=np.arange(15) % 10, x_test=images[15:], y_test=np.arange(5))
     data = datasets.load(f"npz:{path}")
-    assert data.feature_shape == (784,) and data.x_train.dtype == np.float32
-    np.testing.assert_allclose(data.x_test[0], images[15].reshape(-1) / 255.0, rtol=1e-6)
+    assert data.feature_shape == (28, 28, 1) and data.x_train.dtype == np.float32
+    np.testing.assert_allclose(data.x_test[0, :, :, 0], images[15] / 255.0, rtol=1e-6)
 
 
 def test_npz_loader_names_missing_arrays(tmp_path):
@@ -84,7 +84,7 @@ def test_tfrecord_shard_round_trips(tmp_path):
 
     x, y = labelled(50)
     write_tfrecord(tmp_path / "train.tfrecord", x, y)
-    source = OwnerData(Player("local", "127.0.0.1:1", "data_owner", 0), str(tmp_path / "train.tfrecord"), 4)
+    source = OwnerData(Player("local", "127.0.0.1:1", "data_owner", 0), str(tmp_path / "train.tfrecord"), (4,))
     features, labels = next(iter(source.dataset(batch_size=50)))
     np.testing.assert_allclose(features.numpy(), x)
     np.testing.assert_array_equal(labels.numpy(), y)

@@ -16,6 +16,7 @@ from containers import (
     STATE_DIR,
     container,
     copy_into,
+    interruptible,
     read_until,
     run_scenario,
     stdout_lines,
@@ -255,7 +256,7 @@ def driver_processes(engine) -> list[str]:
 
 def test_ctrl_c_on_the_host_stops_training_in_the_driver_and_a_second_driver_is_refused(compose_cluster, engine):
     fl_command = [str(REPO / ".venv" / "bin" / "fl"), "train", "--state-dir", str(STATE_DIR)]
-    host = subprocess.Popen([*fl_command, "--epochs", "500"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    host = interruptible([*fl_command, "--epochs", "500"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while not any("fl train" in line for line in driver_processes(engine)):
@@ -272,6 +273,48 @@ def test_ctrl_c_on_the_host_stops_training_in_the_driver_and_a_second_driver_is_
     assert host.returncode == 130, stderr[-1500:]
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "fl train: interrupted", stderr[-1500:]
     assert [line for line in driver_processes(engine) if "fl train" in line] == []
+
+
+def fl_run(*args: str) -> list[str]:
+    return [str(REPO / ".venv" / "bin" / "fl"), "run", "--state-dir", str(STATE_DIR), *args]
+
+
+def run_directories(engine) -> list[str]:
+    """`fl run`'s copies of scripts and their results, as the driver container sees them."""
+    _, listing = container(engine, "driver").exec_run(["sh", "-c", "ls -d /runs/*/* 2>/dev/null"])
+    return listing.decode().split()
+
+
+def test_fl_run_runs_a_script_in_the_driver_container_read_only_and_brings_its_results_back(compose_cluster, engine, tmp_path):
+    (tmp_path / "probe.py").write_bytes((SCENARIOS / "run_probe.py").read_bytes())
+    ran = subprocess.run(fl_run(str(tmp_path / "probe.py"), "3", "--flag-of-the-script"), capture_output=True, text=True)
+    assert ran.returncode == 3, ran.stderr[-1500:]
+    assert "probe.py runs in the driver container" in ran.stdout
+    probe = json.loads((tmp_path / "results" / "probe.json").read_text())
+    assert probe == {"players": len(compose_cluster.players), "argv": ["3", "--flag-of-the-script"], "script_dir_writable": False}
+    assert run_directories(engine) == []
+
+
+def test_ctrl_c_on_fl_run_stops_the_script_in_the_driver_whose_rounds_reached_prometheus(compose_cluster, engine, tmp_path):
+    for name in ("experiment_args.py", "cnn_digits.py"):
+        (tmp_path / name).write_bytes((REPO / "examples" / name).read_bytes())
+    url = compose_cluster.metrics.prometheus
+    completed = "sum(fl_rounds_completed_total) or vector(0)"
+    before = value(url, completed)
+    command = fl_run(str(tmp_path / "cnn_digits.py"), "--rounds", "500")
+    host = interruptible(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        read_until(host.stdout, "Epoch 8/")
+        wait_for(url, f"sum(fl_rounds_completed_total) >= {before + 5}")
+        assert len(run_directories(engine)) == 2  # the script's and its results'
+        host.send_signal(signal.SIGINT)
+        _, stderr = host.communicate(timeout=90)
+    finally:
+        if host.poll() is None:
+            host.kill()
+    assert host.returncode == 130 and stderr.strip().splitlines()[-1] == "fl run: interrupted", stderr[-1500:]
+    assert [line for line in driver_processes(engine) if "cnn_digits.py" in line] == []
+    assert run_directories(engine) == []
 
 
 def test_a_compute_server_killed_during_pond_training_is_named_then_restarts(compose_cluster, engine):

@@ -89,7 +89,8 @@ def test_a_stopped_script_ends_with_130_and_frees_the_cluster_for_the_next_drive
             running.kill()
     assert running.returncode == 130 and stderr.strip().splitlines()[-1] == "fl run: interrupted", stderr[-1500:]
     started = time.monotonic()
-    again = fl_command("run", "--state-dir", str(testbed), str(REPO / "tests" / "scenarios" / "run_probe.py"), "0")
+    probe = shutil.copy(REPO / "tests" / "scenarios" / "run_probe.py", tmp_path / "probe.py")
+    again = fl_command("run", "--state-dir", str(testbed), str(probe), "0")
     assert again.returncode == 0 and time.monotonic() - started < 120, again.stderr[-1500:]
 
 

@@ -12,7 +12,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fl.backends import UpSettings, docker
+from fl.backends import DataSettings, UpSettings, docker
 from fl.backends.local import LocalBackend
 from fl.cluster import DRIVER
 from fl.errors import FLError
@@ -83,7 +83,7 @@ def test_rotation_replaces_the_ca_and_every_key_in_place(tmp_path):
 
 @pytest.fixture
 def mesh_cluster(tmp_path):
-    docker.write_project(tmp_path, 3, docker.dataset_settings("digits"))
+    docker.write_project(tmp_path, 3, DataSettings())
     return docker.Cluster.load(tmp_path / "cluster.json")
 
 
@@ -146,7 +146,7 @@ def test_metrics_need_a_certificate_and_are_served_to_prometheus_and_the_driver_
 
 
 def test_plaintext_links_have_no_sidecar_to_render(tmp_path):
-    docker.write_project(tmp_path, 3, docker.dataset_settings("digits"), tls=False)
+    docker.write_project(tmp_path, 3, DataSettings(), tls=False)
     with pytest.raises(ValueError, match="no 'mesh' section"):
         rendered(docker.Cluster.load(tmp_path / "cluster.json"), "data-owner-0")
 

@@ -65,13 +65,21 @@ def shard_files(engine, owner: str) -> list[str]:
     return listing.decode().split()
 
 
-@pytest.mark.parametrize(("victim", "path"), [("data-owner-0", "/data/train.tfrecord"), ("model-owner", "/data/test.tfrecord")])
-def test_a_compute_server_cannot_read_or_write_another_players_data(compose_cluster, engine, victim, path):
-    """The issue's attack: from server0's container, connect as a driver would, read the victim's data, plant a file."""
+@pytest.mark.parametrize(
+    ("victim", "path", "mode"),
+    [
+        ("data-owner-0", "/data/train.tfrecord", "file"),
+        ("data-owner-0", "/data/train.tfrecord", "pipeline"),
+        ("model-owner", "/data/test.tfrecord", "file"),
+    ],
+)
+def test_a_compute_server_cannot_read_or_write_another_players_data(compose_cluster, engine, victim, path, mode):
+    """The issue's attack: from server0's container, connect as a driver would, read the victim's data (as a file,
+    or through an owner pipeline placed on the victim), plant a file."""
     server = container(engine, "server0")
     files_before = shard_files(engine, victim)
     since = time.time()
-    exit_code, output = server.exec_run(["python", copy_into(server, ATTACK), victim, path], demux=True)
+    exit_code, output = server.exec_run(["python", copy_into(server, ATTACK), victim, path, mode], demux=True)
     stdout, stderr = (part or b"" for part in output)
     assert not any(marker.startswith(("READ", "WROTE")) for marker in markers(stdout)), markers(stdout)
     assert exit_code != 0 and b"status: 403" in stderr, stderr.decode(errors="replace")[-1500:]
@@ -82,14 +90,17 @@ def test_a_compute_server_cannot_read_or_write_another_players_data(compose_clus
     assert shard_files(engine, victim) == files_before
 
 
-def test_control_the_same_script_as_the_driver_reads_and_writes(compose_cluster, engine):
+@pytest.mark.parametrize("mode", ["file", "pipeline"])
+def test_control_the_same_script_as_the_driver_reads_and_writes(compose_cluster, engine, mode):
     """The attack works when the caller holds the driver's identity: the owners trust the driver (README threat model)."""
     driver = container(engine, DRIVER)
     _, size = container(engine, "data-owner-0").exec_run(["stat", "-c", "%s", "/data/train.tfrecord"])
-    exit_code, output = driver.exec_run(["python", copy_into(driver, ATTACK), "data-owner-0", "/data/train.tfrecord"], demux=True)
+    records = compose_cluster.dataset.train_examples["data-owner-0"]
+    attack = ["python", copy_into(driver, ATTACK), "data-owner-0", "/data/train.tfrecord", mode]
+    exit_code, output = driver.exec_run(attack, demux=True)
     container(engine, "data-owner-0").exec_run(["rm", "-f", "/data/planted-by-attacker"], user="root")
     assert exit_code == 0, (output[1] or b"").decode(errors="replace")[-1500:]
-    assert markers(output[0]) == ["CONNECTED", f"READ {int(size)}", "WROTE"]
+    assert markers(output[0]) == ["CONNECTED", f"READ {records if mode == 'pipeline' else int(size)}", "WROTE"]
 
 
 def project_network(engine, name: str) -> str:
@@ -304,9 +315,21 @@ def windows(update: bytes, seed: int) -> list[bytes]:
     return [update[4 * offset : 4 * offset + WINDOW_BYTES] for offset in offsets]
 
 
+def shard_windows(engine, owner: str, directory: Path, per_owner: int = 100) -> list[bytes]:
+    """WINDOW_BYTES of the feature bytes of records in `owner`'s shard, as they sit in memory, with no zero value."""
+    shard = directory / f"{owner}.tfrecord"
+    shard.write_bytes(container(engine, owner).exec_run(["cat", "/data/train.tfrecord"]).output)
+    schema = {"x": tf.io.FixedLenFeature([64], tf.float32)}
+    features = [tf.io.parse_single_example(record, schema)["x"].numpy() for record in tf.data.TFRecordDataset(str(shard))]
+    values = WINDOW_BYTES // 4
+    windows = [row[at : at + values].tobytes() for row in features for at in range(0, 64, values) if row[at : at + values].all()]
+    return windows[:per_owner]
+
+
 def test_a_capture_of_the_players_network_shows_only_tls_no_update_and_no_seed(compose_cluster, engine, tmp_path):
-    """A plaintext and an additive round, captured on the players' bridge and, as the control, on
-    data-owner-0's private link, which carries the same calls before TLS."""
+    """A plaintext and an additive round, and one trained through owner pipelines, captured on the players' bridge
+    and, as the control, on data-owner-0's private link, which carries the same calls before TLS; no record of any
+    shard crosses either, nor the driver's private link."""
     driver = container(engine, DRIVER)
     driver.exec_run(["rm", "-f", "/tmp/capture-go", "/tmp/capture-stopped"])
     script = copy_into(driver, SCENARIOS / "capture_rounds.py")
@@ -314,9 +337,14 @@ def test_a_capture_of_the_players_network_shows_only_tls_no_update_and_no_seed(c
         driver.exec_run(["python", script, str(CAPTURE_SIZE), str(UPDATE_SEED)], stream=True, stderr=False).output
     )
     players_pcap, link_pcap = tmp_path / "players.pcap", tmp_path / "link-data-owner-0.pcap"
+    driver_pcap = tmp_path / "link-driver.pcap"
     try:
         read_until(lines, "READY")
-        with tcpdump(bridge(engine, docker.NETWORK), players_pcap), tcpdump(bridge(engine, "link-data-owner-0"), link_pcap):
+        with (
+            tcpdump(bridge(engine, docker.NETWORK), players_pcap),
+            tcpdump(bridge(engine, "link-data-owner-0"), link_pcap),
+            tcpdump(bridge(engine, f"link-{DRIVER}"), driver_pcap),
+        ):
             driver.exec_run(["touch", "/tmp/capture-go"])
             read_until(lines, "DONE")
     finally:
@@ -337,6 +365,10 @@ def test_a_capture_of_the_players_network_shows_only_tls_no_update_and_no_seed(c
     assert len(on_the_wire) > 4 * CAPTURE_SIZE * len(compose_cluster.data_owners)  # the updates did cross this network
     assert sum(window in on_the_wire for owner in owner_windows for window in owner) == 0
     assert [owner for seed, owner in seed_bytes.items() if seed in on_the_wire] == []
+    record_windows = [window for owner in compose_cluster.data_owners for window in shard_windows(engine, owner.name, tmp_path)]
+    to_and_from_driver = b"\0".join(tcp_streams(driver_pcap).values())
+    assert len(to_and_from_driver) > 10_000 and len(record_windows) > 100  # the driver did run the rounds
+    assert [window for window in record_windows if window in on_the_wire or window in to_and_from_driver] == []
     tls_ports = {docker.SIDECAR_PORT, docker.SIDECAR_METRICS_PORT}  # gRPC and metrics, both mutual TLS
     assert [flow for flow in players if not tls_ports & {flow.source_port, flow.destination_port}] == []
     in_records = sum(map(tls_record_bytes, players.values()))

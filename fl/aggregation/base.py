@@ -180,7 +180,7 @@ class Aggregation(ABC):
             if not finite[owner]:
                 return f"update from {owner} has NaN or infinite values; lower the learning rate"
             if overweight and overweight[owner]:
-                return f"{owner} trained on more examples than max_weight allows; raise max_weight"
+                return f"{owner} has more examples in a local epoch than max_weight allows; raise it (fl train --max-weight)"
             if count > limit and self.out_of_range == "refuse":
                 return (
                     f"update from {owner} has {count} values outside ±{self.value_range:g}; "

@@ -69,6 +69,9 @@ IMAGE_TARGETS = ("player", "driver", "sidecar", "prometheus")
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 COMPOSE_DIR = "compose"  # in the state directory: the rendered compose.yaml, cluster.json, prometheus.yml and PKI
 PKI_DIR = "pki"  # under COMPOSE_DIR: one directory per identity, each mounted into its own sidecar only
+# under COMPOSE_DIR, mounted into the driver only: `fl run`'s copies of scripts (read-only there) and their results
+RUNS_DIR = "runs"
+RUNS_IN_CONTAINER = "/runs"
 # every player imports TensorFlow at once, on two cores here: start-up time grows with the number of players
 STARTUP_SECONDS_PER_PLAYER = 40
 
@@ -180,7 +183,12 @@ def render_compose(
         "hostname": DRIVER,
         "networks": [link_network(DRIVER)] if mesh else [NETWORK],
         "user": "${FL_UID:-1000}:${FL_GID:-1000}",
-        "volumes": [cluster_mount, f"{results.resolve()}:/home/fl/results"],
+        "volumes": [
+            cluster_mount,
+            f"{results.resolve()}:/home/fl/results",
+            f"./{RUNS_DIR}/scripts:{RUNS_IN_CONTAINER}/scripts:ro",
+            f"./{RUNS_DIR}/results:{RUNS_IN_CONTAINER}/results",
+        ],
         "entrypoint": ["fl", "driver-metrics", "--config", CLUSTER_FILE_IN_CONTAINER],
     }
     if mesh:
@@ -305,6 +313,8 @@ def write_project(
         identity_file = f"{PROMETHEUS_TLS_DIR}/{IDENTITY_FILE}"
         scrape_tls = {"ca_file": f"{PROMETHEUS_TLS_DIR}/{CA_FILE}", "cert_file": identity_file, "key_file": identity_file}
     cluster.save(directory / "cluster.json")
+    for runs in ("scripts", "results"):  # made here, so they belong to the user and not to the engine
+        (directory / RUNS_DIR / runs).mkdir(parents=True, exist_ok=True)
     prometheus.write_scrape_config(cluster, directory / "prometheus.yml", scrape_tls)
     compose = render_compose(cluster, image, grafana, results, data.own_data)
     path = directory / "compose.yaml"

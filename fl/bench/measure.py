@@ -23,6 +23,7 @@ from fl.aggregation.plaintext import FLOAT32_BYTES
 from fl.aggregation.registry import make_aggregation
 from fl.cluster import COMPUTE_SERVER, OWN_NAMESPACE, Cluster, Player
 from fl.connection import connect
+from fl.policies import RangePolicy
 from fl.rounds import CompiledAverage
 
 UPDATE_RANGE = 4.0
@@ -54,7 +55,7 @@ def wire_sent_bytes(cluster: Cluster, players: list[Player]) -> dict[str, float]
 
 
 def measure(cluster: Cluster, aggregation_name: str, size: int, rounds: int, warmup: int) -> dict:
-    aggregation = make_aggregation(aggregation_name, cluster, value_range=2 * UPDATE_RANGE)
+    aggregation = make_aggregation(aggregation_name, cluster, RangePolicy(value_range=2 * UPDATE_RANGE))
     updates = owner_updates(cluster, size)
     owners = cluster.data_owners
     servers = [player for player in aggregation.players if player.role == COMPUTE_SERVER]

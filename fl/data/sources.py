@@ -30,7 +30,7 @@ class OwnerData:
         """The pipeline; call it inside a function running on `player`'s device.
 
         Shuffling is stateless in `shuffle_seed` (a tensor, so one traced function
-        serves every round) and covers blocks of SHUFFLE_BUFFER records.
+        serves every round) and covers blocks of `fl.data.pipelines.SHUFFLE_BUFFER` records.
         """
         label = tf.as_dtype(self.label_dtype)
         schema = {

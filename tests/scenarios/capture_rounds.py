@@ -1,4 +1,5 @@
-"""Run inside the driver container while the test captures the networks: one plaintext and one additive round.
+"""Run inside the driver container while the test captures the networks: one plaintext and one additive round,
+and one round of training through a pipeline function per owner that parses the owner's shard.
 
 Protocol: warms both aggregations up, prints READY and waits for /tmp/capture-go (the
 captures are running by then); runs the two rounds three times, prints DONE and waits for
@@ -47,12 +48,26 @@ secure_random.secure_seed = recorded_seed
 plaintext, additive = (
     CompiledAverage(make_aggregation(name, cluster), cluster.data_owners, size) for name in ("plaintext", "additive")
 )
+SCHEMA = {"x": tf.io.FixedLenFeature([8, 8, 1], tf.float32), "y": tf.io.FixedLenFeature([], tf.int64)}
+
+
+def records(owner: fl.Player, seed: tf.Tensor) -> tf.data.Dataset:
+    parsed = tf.data.TFRecordDataset(f"{owner.data_dir}/train.tfrecord").map(
+        lambda record: tf.io.parse_single_example(record, SCHEMA)
+    )
+    return fl.shuffled(parsed.map(lambda example: (example["x"], example["y"])), seed).batch(32)
+
+
+with fl.FederatedLearning(cluster.model_owner, make_aggregation("additive", cluster)):
+    model = tf.keras.Sequential([tf.keras.layers.Flatten(input_shape=(8, 8, 1)), tf.keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
 
 
 def both_rounds() -> None:
     for compiled in (plaintext, additive):
         if not compiled(updates).accepted:
             raise SystemExit("a round was refused")
+    model.fit({owner: records for owner in cluster.data_owners}, epochs=1, verbose=0)
 
 
 def wait_for(name: str) -> None:
