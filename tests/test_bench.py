@@ -5,6 +5,7 @@ from dataclasses import asdict, replace
 
 import pytest
 
+from fl.aggregation.base import WEIGHT_SLOTS
 from fl.backends.local import LocalBackend
 from fl.bench import flower, report, sweep
 from fl.errors import FLError
@@ -27,11 +28,12 @@ def test_tiny_sweep_writes_json_table_and_plots_and_says_why_a_peer_did_not_run(
         assert row["wire_bytes_per_owner"] is None  # the local backend shares the host's interfaces
     assert all(r["latency_vs_plaintext"] == 1.0 for r in results if r["aggregation"] == "plaintext")
     additive = next(r for r in results if r["aggregation"] == "additive" and r["size"] == 20_000)
-    # its masked vector in a 32-bit ring and one seed per pair of owners (2, 1 and 0 made): plaintext's 4 bytes a parameter
-    assert additive["protocol_bytes_per_owner"] == 4 * 20_000 + 32
+    # its masked vector (the update and its weight) in a 32-bit ring and one seed per pair of owners (2, 1 and 0
+    # made): plaintext's 4 bytes a parameter
+    assert additive["protocol_bytes_per_owner"] == 4 * (20_000 + WEIGHT_SLOTS) + 32
     assert additive["plaintext_bytes_per_owner"] == 4 * 20_000
     table = outputs["markdown"].read_text()
-    assert "| 4,000,032 | 1.00x |" not in table and "| 80,032 | 1.00x |" in table
+    assert "| 4,000,036 | 1.00x |" not in table and "| 80,036 | 1.00x |" in table
     assert table.count("| fl-testbed | additive |") == 2 and table.count("| fl-testbed | plaintext |") == 2
     rates = json.loads(outputs["json"].read_text())["keystream_bytes_per_second"]
     assert set(rates) == {"fl ChaCha20 op (OpenSSL), folded", "OpenSSL AES-128-CTR", "OpenSSL ChaCha20"}
