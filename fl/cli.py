@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -338,11 +337,11 @@ def _run(args) -> int | None:
     script = args.script.resolve()
     if not script.is_file():
         raise FLError(f"{args.script}: no such script; pass the path of a Python file, e.g. examples/cnn_digits.py")
-    _stoppable(args.command)
-    backend = _active_or_none(args.state_dir)
-    if backend is not None and not backend.driver_is_this_host:
-        return experiment.run_in_container(backend, script, args.args, args.argv)
-    return _as_driver(args, lambda config: experiment.run_here(script, args.args, config, args.insecure_randomness))
+    return _as_driver(
+        args,
+        lambda config: experiment.run_here(script, args.args, config, args.insecure_randomness),
+        lambda backend: experiment.run_in_container(backend, script, args.args, args.argv),
+    )
 
 
 def _active_or_none(state_dir: Path):
@@ -362,14 +361,16 @@ def _stoppable(command: str) -> None:
         )
 
 
-def _as_driver(args, run_here) -> int | None:
-    """Run as the cluster's one driver: here (local backend, or inside the driver container), or forward the
-    command to the driver container, where a Ctrl-C on this host is passed on."""
+def _as_driver(args, run_here, run_in_container=None) -> int | None:
+    """Run as the cluster's one driver: here (local backend, or inside the driver container), or in the driver
+    container (`run_in_container(backend)`, else this same command forwarded), where a Ctrl-C on this host is passed on."""
     from fl import driver_lock
 
     _stoppable(args.command)
     backend = _active_or_none(args.state_dir)
     if backend is not None and not backend.driver_is_this_host:
+        if run_in_container is not None:
+            return run_in_container(backend)
         if args.config is not None:
             raise FLError(
                 f"--config {args.config}: the {backend.name} cluster of {args.state_dir} trains in its driver container, "
@@ -377,24 +378,10 @@ def _as_driver(args, run_here) -> int | None:
             )
         print(f"{backend.name} backend: training runs in the driver container")
         forwarded = _without_options(args.argv, ("--state-dir",))
-        return forward_to_driver(backend, ["fl", *forwarded, "--config", backend.driver_cluster_file])
+        return driver_lock.forward_to_driver(backend, ["fl", *forwarded, "--config", backend.driver_cluster_file])
     config = args.config or (backend.cluster_file if backend else args.state_dir / "cluster.json")
     with driver_lock.hold(str(config)):
         return run_here(config)
-
-
-def forward_to_driver(backend, argv: list[str], options: list[str] = ()) -> int:
-    """`argv` in the driver container (`options` for `docker exec`); its exit code, and a Ctrl-C here reaches it."""
-    driver = backend.exec(argv, options)
-    try:
-        return driver.wait()
-    except KeyboardInterrupt:
-        backend.interrupt_driver()
-        try:
-            driver.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            driver.kill()
-        raise
 
 
 def _keras_path(path: str) -> str:

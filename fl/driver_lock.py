@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,3 +48,17 @@ def hold(cluster_file: str) -> Iterator[None]:
         finally:
             lock.seek(0)
             lock.truncate()
+
+
+def forward_to_driver(backend, argv: list[str], options: list[str] = ()) -> int:
+    """`argv` in the driver container (`options` for `docker exec`); its exit code, and a Ctrl-C here reaches it."""
+    driver = backend.exec(argv, options)
+    try:
+        return driver.wait()
+    except KeyboardInterrupt:
+        backend.interrupt_driver()
+        try:
+            driver.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            driver.kill()
+        raise

@@ -65,7 +65,7 @@ def run_here(script: Path, args: list[str], config: Path, insecure: bool = False
 def run_in_container(backend, script: Path, args: list[str], argv: list[str]) -> int:
     """Copy the script's directory where the driver container sees it read-only, run it there, bring its results back."""
     from fl.backends.docker import RUNS_DIR, RUNS_IN_CONTAINER
-    from fl.cli import forward_to_driver
+    from fl.driver_lock import forward_to_driver
 
     if "--insecure-randomness" in argv:
         raise FLError("--insecure-randomness is for the local backend; the images carry the secure-random op")
