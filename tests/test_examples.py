@@ -39,6 +39,12 @@ def testbed(tmp_path_factory):
     fl_command("down", "--state-dir", str(state))
 
 
+def split(state: Path, dataset: str) -> None:
+    """The shards an example needs, whichever test ran before on the module's testbed."""
+    made = fl_command("split", "--dataset", dataset, "--config", str(state / "cluster.json"))
+    assert made.returncode == 0, made.stderr[-1500:]
+
+
 def run_example(state: Path, script: Path, *args: str) -> dict:
     ran = fl_command("run", "--state-dir", str(state), str(script), *args, timeout=600)
     assert ran.returncode == 0, ran.stderr[-2000:]
@@ -47,13 +53,13 @@ def run_example(state: Path, script: Path, *args: str) -> dict:
 
 
 def test_the_regression_example_reports_r2_against_central_training(testbed, tmp_path):
+    split(testbed, "diabetes")
     result = run_example(testbed, copy_example("regression_diabetes.py", tmp_path), "--rounds", "40")
     assert result["central_r2"] > 0.2 and abs(result["federated_r2"] - result["central_r2"]) < 0.05, result
 
 
 def test_the_cnn_and_non_iid_examples_train_on_digits(testbed, tmp_path):
-    split = fl_command("split", "--dataset", "digits", "--config", str(testbed / "cluster.json"))
-    assert split.returncode == 0, split.stderr[-1500:]
+    split(testbed, "digits")
     assert run_example(testbed, copy_example("cnn_digits.py", tmp_path / "cnn"), "--rounds", "6")["test_accuracy"] > 0.8
     table = run_example(testbed, copy_example("non_iid.py", tmp_path / "non_iid"), "--rounds", "3")
     assert set(table) == {"central", "FedAvg, uniform", "FedAvg, weighted", "FedAvgM", "FedAdam", "FedYogi"}
@@ -75,6 +81,7 @@ def test_a_script_gets_its_cluster_and_arguments_and_its_exit_code_is_fl_runs(te
 
 
 def test_a_stopped_script_ends_with_130_and_frees_the_cluster_for_the_next_driver(testbed, tmp_path):
+    split(testbed, "digits")
     script = copy_example("cnn_digits.py", tmp_path)
     command = [*FL, "run", "--state-dir", str(testbed), str(script), "--rounds", "500"]
     running = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -6,8 +6,9 @@ captures are running by then); runs the two rounds three times, prints DONE and 
 /tmp/capture-stopped; then fetches the additive round's seeds (after the captures, so the
 only time they crossed a network during them was between the owners) and prints them:
 SEEDS and a JSON list. The rounds are compiled, as in training; to know the seeds, this
-script makes each one eagerly on its owner while the round is traced, so every round of
-this run reuses them (never outside a test). Each owner's update is `stateless_uniform([SIZE], seed=[index, UPDATE_SEED])`,
+script makes each one eagerly on its owner while the averaged rounds are traced, so every
+such round of this run reuses them (never outside a test); the training round makes its own.
+Each owner's update is `stateless_uniform([SIZE], seed=[index, UPDATE_SEED])`,
 which the test recomputes to know every byte of it.
 
 Usage: capture_rounds.py SIZE UPDATE_SEED
@@ -63,10 +64,13 @@ with fl.FederatedLearning(cluster.model_owner, make_aggregation("additive", clus
     model.compile(optimizer=tf.keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
 
 
-def both_rounds() -> None:
+def averaged_rounds() -> None:
     for compiled in (plaintext, additive):
         if not compiled(updates).accepted:
             raise SystemExit("a round was refused")
+
+
+def trained_round() -> None:
     model.fit({owner: records for owner in cluster.data_owners}, epochs=1, verbose=0)
 
 
@@ -75,11 +79,14 @@ def wait_for(name: str) -> None:
         time.sleep(0.1)
 
 
-both_rounds()
+averaged_rounds()  # traced: the seeds recorded are these rounds'
+secure_random.secure_seed = make_seed  # the training round's own seeds are made as in training, fresh each round
+trained_round()
 print("READY", flush=True)
 wait_for("capture-go")
 for _ in range(CAPTURED_ROUNDS):
-    both_rounds()
+    averaged_rounds()
+    trained_round()
 print("DONE", flush=True)
 wait_for("capture-stopped")
 devices = {owner.device_name: owner.name for owner in cluster.data_owners}
