@@ -15,6 +15,7 @@ TCP = 6
 TLS_CONTENT_TYPES = {20, 21, 22, 23}  # change_cipher_spec, alert, handshake, application_data
 TLS_RECORD_VERSIONS = {b"\x03\x01", b"\x03\x03"}  # a ClientHello's record may say TLS 1.0; TLS 1.3 says 1.2 after
 TLS_MAX_RECORD = (1 << 14) + 256
+SEQUENCE_SPACE = 1 << 32
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,24 @@ class Flow:
     destination_port: int
 
 
-def tcp_streams(path: Path) -> dict[Flow, bytes]:
-    """Each direction's payload in sequence order, a segment seen twice kept once."""
-    segments: dict[Flow, dict[int, bytes]] = defaultdict(dict)
-    data = path.read_bytes()
+def tcp_streams(path: Path) -> dict[Flow, list[bytes]]:
+    """Each direction's payload as its contiguous pieces in sequence order.
+
+    Bytes sent twice (a retransmission, with the same or other segment boundaries) are kept once; a piece ends
+    where the capture missed bytes, so a check of record framing can start again after the gap.
+    """
+    segments: dict[Flow, list[tuple[int, bytes]]] = defaultdict(list)
+    for flow, sequence, payload in _tcp_segments(path.read_bytes(), path):
+        segments[flow].append((sequence, payload))
+    return {flow: _contiguous(parts) for flow, parts in segments.items()}
+
+
+def payload(streams: dict[Flow, list[bytes]]) -> bytes:
+    """Every piece of every stream, NUL-separated so that a search never matches across two of them."""
+    return b"\0".join(piece for pieces in streams.values() for piece in pieces)
+
+
+def _tcp_segments(data: bytes, path: Path):
     magic = struct.unpack("<I", data[:4])[0]
     endian = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
     link_type = struct.unpack(endian + "I", data[20:24])[0]
@@ -47,30 +62,49 @@ def tcp_streams(path: Path) -> dict[Flow, bytes]:
             continue
         tcp = ip[header_length:total_length]
         source_port, destination_port, sequence = struct.unpack("!HHI", tcp[:8])
-        payload = tcp[(tcp[12] >> 4) * 4 :]
-        if payload:
-            flow = Flow(_address(ip[12:16]), source_port, _address(ip[16:20]), destination_port)
-            segments[flow].setdefault(sequence, payload)
-    return {flow: b"".join(parts[sequence] for sequence in sorted(parts)) for flow, parts in segments.items()}
+        segment = tcp[(tcp[12] >> 4) * 4 :]
+        if segment:
+            yield Flow(_address(ip[12:16]), source_port, _address(ip[16:20]), destination_port), sequence, segment
+
+
+def _contiguous(parts: list[tuple[int, bytes]]) -> list[bytes]:
+    """Sequence numbers are taken relative to the first segment seen, modulo 2**32, so a stream may wrap."""
+    first = parts[0][0]
+    relative = sorted(((sequence - first) % SEQUENCE_SPACE, segment) for sequence, segment in parts)
+    pieces: list[bytearray] = []
+    end = None
+    for start, segment in relative:
+        if end is None or start > end:
+            pieces.append(bytearray(segment))
+            end = start + len(segment)
+        elif start + len(segment) > end:
+            pieces[-1] += segment[end - start :]
+            end = start + len(segment)
+    return [bytes(piece) for piece in pieces]
 
 
 def _address(raw: bytes) -> str:
     return ".".join(str(octet) for octet in raw)
 
 
-def tls_record_bytes(stream: bytes) -> int:
-    """How many bytes of `stream` lie in an unbroken chain of TLS records running to its end.
+def tls_record_bytes(pieces: list[bytes]) -> int:
+    """How many bytes of a stream's pieces lie in TLS records, each piece an unbroken chain of records to its end.
 
-    A capture can start in the middle of a record, so the chain may begin anywhere in the first 20 KB.
+    A capture can start in the middle of a record, and so can a piece after a gap, so a chain may begin anywhere in
+    a piece's first 20 KB.
     """
-    for start in range(min(len(stream), 20_000)):
+    return sum(map(_chained_record_bytes, pieces))
+
+
+def _chained_record_bytes(piece: bytes) -> int:
+    for start in range(min(len(piece), 20_000)):
         position = start
-        while position + 5 <= len(stream):
-            content_type, version = stream[position], stream[position + 1 : position + 3]
-            length = int.from_bytes(stream[position + 3 : position + 5], "big")
+        while position + 5 <= len(piece):
+            content_type, version = piece[position], piece[position + 1 : position + 3]
+            length = int.from_bytes(piece[position + 3 : position + 5], "big")
             if content_type not in TLS_CONTENT_TYPES or version not in TLS_RECORD_VERSIONS or length > TLS_MAX_RECORD:
                 break
             position += 5 + length
-        if len(stream) - position < 5 and position - start > 5:  # the last record may be cut off by the capture's end
-            return len(stream) - start
+        if len(piece) - position < 5 and position - start > 5:  # the last record may be cut off by the piece's end
+            return len(piece) - start
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -153,7 +154,7 @@ def test_owner_wire_bytes_per_round_are_what_the_protocol_sends(compose_cluster,
         assert WIRE_MARGIN[0] <= numbers["ratio"] <= WIRE_MARGIN[1], f"{owner}: {numbers}"
 
 
-def test_bench_in_containers_measures_wire_bytes_and_feels_a_slow_link(compose_cluster, engine):
+def test_bench_in_containers_measures_wire_bytes_and_its_shares_pass_a_shaped_link(compose_cluster, engine):
     driver = container(engine, "driver")
     measure = ["python", "-m", "fl.bench.measure", docker.CLUSTER_FILE_IN_CONTAINER, "--sizes", "40000", "--rounds", "3"]
 
@@ -174,14 +175,28 @@ def test_bench_in_containers_measures_wire_bytes_and_feels_a_slow_link(compose_c
         for name, address in links:
             netem.apply(name, address, netem.PROFILES["10mbit"])
         (slow,) = measured("additive")
+        shaped = [shaper_counters(name, address) for name, address in links]
     finally:
         for name, address in links:
             netem.apply(name, address, netem.PROFILES["lan"])
     for row in (lan, slow):
         ratio = row["wire_bytes_per_owner"] / row["protocol_bytes_per_owner"]
         assert WIRE_MARGIN[0] <= ratio <= WIRE_MARGIN[1], row
-    # each owner's 160 KB partial sum (40,000 values in a 32-bit ring) alone takes 128 ms at 10 Mbit/s
-    assert slow["median_seconds"] > lan["median_seconds"] + 0.1, (lan, slow)
+    # how much slower the round gets is the benchmark's figure (fl bench sweep); here, that the owners' shares went
+    # through the 10 Mbit/s shaper and it had to hold packets back
+    for (name, _), (sent, overlimits) in zip(links, shaped):
+        if name.startswith(BACKEND.container("data-owner")):
+            assert sent >= 0.9 * slow["rounds"] * slow["wire_bytes_per_owner"] and overlimits > 0, (name, sent, overlimits, slow)
+
+
+def shaper_counters(name: str, address: str) -> tuple[int, int]:
+    """Bytes the link's tbf sent and how often a packet found it over its rate, from `tc -s`."""
+    interface = netem.interface_with_address(name, address)
+    command = ["docker", "exec", "-u", "0", name, "tc", "-s", "qdisc", "show", "dev", interface]
+    shown = subprocess.run(command, capture_output=True, text=True)
+    counters = re.search(r"qdisc tbf .*?Sent (\d+) bytes .*?overlimits (\d+)", shown.stdout, re.DOTALL)
+    assert counters, f"no tbf on {name} {interface}: {shown.stdout}{shown.stderr}"
+    return int(counters[1]), int(counters[2])
 
 
 def test_secure_average_equals_plaintext_across_containers(compose_cluster, engine):
