@@ -13,7 +13,7 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 if ! (cd "$work" && apt-get download prometheus >/dev/null 2>&1); then
   $sudo apt-get update -qq
-  (cd "$work" && apt-get download prometheus >/dev/null 2>&1) || { echo "prometheus: apt-get download failed: is deb.debian.org reachable?" >&2; exit 1; }
+  (cd "$work" && apt-get download prometheus >/dev/null 2>&1) || { echo "prometheus: apt-get download failed: is the mirror of your apt sources ($(scripts/apt-mirror.sh 2>&1)) reachable?" >&2; exit 1; }
 fi
 dpkg-deb -x "$work"/prometheus_*.deb "$work/root"
 mkdir -p "$out"

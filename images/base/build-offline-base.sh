@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Build the base image without any container registry: debootstrap Debian bookworm with
 # Python 3.11 and libsodium from Debian's packages, then `docker import` the tree.
-# Usage: images/base/build-offline-base.sh [TAG]   (needs root, debootstrap, a Debian mirror)
+# Usage: images/base/build-offline-base.sh [TAG]   (needs root and debootstrap; the Debian mirror is
+# the host's own, from its apt sources, or DEBIAN_MIRROR)
 set -euo pipefail
 
 tag=${1:-fl-testbed-base:bookworm}
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+mirror=${DEBIAN_MIRROR:-$("$(dirname "$0")/../../scripts/apt-mirror.sh")}
 packages=python3.11,python3.11-venv,libsodium23,ca-certificates,procps,iproute2
 
 if ! command -v debootstrap >/dev/null 2>&1; then
