@@ -54,7 +54,7 @@ def forward_to_driver(backend, argv: list[str], options: list[str] = ()) -> int:
     """`argv` in the driver container (`options` for `docker exec`); its exit code, and a Ctrl-C here reaches it."""
     driver = backend.exec(argv, options)
     try:
-        return driver.wait()
+        exit_code = driver.wait()
     except KeyboardInterrupt:
         backend.interrupt_driver()
         try:
@@ -62,3 +62,10 @@ def forward_to_driver(backend, argv: list[str], options: list[str] = ()) -> int:
         except subprocess.TimeoutExpired:
             driver.kill()
         raise
+    stopped = backend.driver_stopped() if exit_code != 0 else None
+    if stopped is not None:
+        raise FLError(
+            f"{stopped} during the run, so the model is as of its last checkpoint: `fl up --state-dir "
+            f"{backend.state_dir}` starts it again, then `--resume` goes on from that checkpoint"
+        )
+    return exit_code

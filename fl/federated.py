@@ -84,6 +84,7 @@ class FederatedLearning:
         self._trainers: dict[tuple[int, Pipeline], OwnerTrainer] = {}
         self._runners: dict[tuple[int, tuple[Pipeline, ...]], RoundRunner] = {}
         self._server_updates: dict[int, ServerUpdate] = {}
+        self._evaluations: dict[tuple[int, Pipeline, int], Callable[[], tf.Tensor]] = {}  # traced once, e.g. per epoch
         self._refresh_needed = False
         self._keras_compile: Callable | None = None
 
@@ -159,12 +160,15 @@ class FederatedLearning:
         if epochs < 1 or rounds_per_epoch < 1:
             raise FLError(f"epochs {epochs}, rounds_per_epoch {rounds_per_epoch}: each must be at least 1")
         sources = self._data_sources(x)
+        if validation_data is not None:
+            validation_data = self._model_owner_pipeline(validation_data)  # one pipeline, so one trace for every epoch
         if self._refresh_needed:  # the last fit failed: players may have restarted since
             for runner in self._runners.values():  # reconnecting under a call still in flight can hang TF
                 runner.settle(self.rounds.round_timeout)
             connection.refresh()
             self._trainers.clear()  # replicas on a restarted owner are gone
             self._runners.clear()  # and so are the functions registered there
+            self._evaluations.clear()
         self._refresh_needed = True
         runner = self._runner(model, spec, sources)
         verbose = 1 if verbose == "auto" else verbose
@@ -239,20 +243,26 @@ class FederatedLearning:
         return_dict: bool = False,
     ):
         """Loss and metrics of the global model on the model owner's own data (a pipeline there), computed there."""
-        x = OwnerPipeline(self.model_owner, x) if callable(x) and not hasattr(x, "player") else x
+        x = self._model_owner_pipeline(x)
         if x.player != self.model_owner:
             raise LocalityError(
                 f"evaluate runs on the model owner {self.model_owner.name}; pass data that lives there, not on {x.player.name}"
             )
         started = time.perf_counter()
+        key = (id(model), x, batch_size)
+        if key not in self._evaluations:
+            self._evaluations[key] = _evaluation_function(model, spec, x, batch_size)
         with tf.device(self.model_owner.device_name):
-            totals = _evaluation_function(model, spec, x, batch_size)().numpy()
+            totals = self._evaluations[key]().numpy()
         values = dict(zip(spec.metric_names, map(float, totals[:-1] / max(totals[-1], 1.0))))
         if verbose not in (0, "0"):
             shown = " - ".join(f"{name}: {value:.4f}" for name, value in values.items())
             elapsed = time.perf_counter() - started
             print(f"evaluate on {self.model_owner.name}: {int(totals[-1])} examples - {shown} - {elapsed:.2f}s")
         return values if return_dict else list(values.values())
+
+    def _model_owner_pipeline(self, x: Pipeline | Callable[..., tf.data.Dataset]) -> Pipeline:
+        return OwnerPipeline(self.model_owner, x) if callable(x) and not hasattr(x, "player") else x
 
     def _runner(self, model: tf.keras.Model, spec: TrainingSpec, sources: dict[Player, Pipeline]) -> RoundRunner:
         """One runner per (model, data sources), kept across fit calls so its compiled stages are traced once.

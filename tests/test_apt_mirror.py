@@ -21,7 +21,8 @@ def test_a_deb822_source_gives_the_main_archive_not_the_security_one(tmp_path):
 
 
 def test_a_one_line_source_with_options_gives_its_address(tmp_path):
-    (tmp_path / "sources.list").write_text("# a comment\ndeb [arch=amd64 signed-by=/k.gpg] http://other.test/debian bookworm main\n")
+    line = "deb [arch=amd64 signed-by=/k.gpg] http://other.test/debian bookworm main"
+    (tmp_path / "sources.list").write_text(f"# a comment\n{line}\n")
     assert mirror(tmp_path).stdout == "http://other.test/debian\n"
 
 

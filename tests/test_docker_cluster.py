@@ -290,6 +290,35 @@ def test_ctrl_c_on_the_host_stops_training_in_the_driver_and_a_second_driver_is_
     assert [line for line in driver_processes(engine) if "fl train" in line] == []
 
 
+def test_a_driver_container_killed_during_training_is_named_with_the_way_to_go_on(compose_cluster, engine):
+    fl_command = [str(REPO / ".venv" / "bin" / "fl"), "train", "--state-dir", str(STATE_DIR), "--epochs", "500"]
+    host = subprocess.Popen(fl_command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    driver = container(engine, "driver")
+    try:
+        deadline = time.monotonic() + 60
+        while not any("fl train" in line for line in driver_processes(engine)):
+            assert time.monotonic() < deadline and host.poll() is None, "fl train did not start in the driver"
+            time.sleep(0.5)
+        time.sleep(10)  # in its rounds
+        driver.kill()
+        _, stderr = host.communicate(timeout=60)
+    finally:
+        if host.poll() is None:
+            host.kill()
+        driver.start()
+    last = stderr.strip().splitlines()[-1]
+    assert host.returncode == 2, stderr[-1500:]
+    assert last == (
+        f"fl train: error: the driver container {BACKEND.container('driver')} stopped (killed): exited, exit code 137 "
+        f"during the run, so the model is as of its last checkpoint: `fl up --state-dir {STATE_DIR}` starts it again, "
+        "then `--resume` goes on from that checkpoint"
+    )
+    deadline = time.monotonic() + 60
+    while container(engine, "driver").status != "running" or not driver_processes(engine):
+        assert time.monotonic() < deadline, "the driver container did not start again"
+        time.sleep(0.5)
+
+
 def fl_run(*args: str) -> list[str]:
     return [str(REPO / ".venv" / "bin" / "fl"), "run", "--state-dir", str(STATE_DIR), *args]
 

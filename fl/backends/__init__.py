@@ -143,6 +143,10 @@ class Backend(ABC):
     def interrupt_driver(self) -> None:
         """Pass a Ctrl-C on to the running `fl train` where the host's own signal does not reach it."""
 
+    def driver_stopped(self) -> str | None:
+        """How the driver's own place (its container) stopped while a forwarded run was in it; None while it runs."""
+        return None
+
     @abstractmethod
     def is_up(self) -> bool: ...
 

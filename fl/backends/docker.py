@@ -523,6 +523,17 @@ class DockerBackend(Backend):
         signal_it = f'pid=$(cat {lock} 2>/dev/null) && [ -n "$pid" ] && kill -INT "$pid"'
         subprocess.run(["docker", "exec", self.container(DRIVER), "sh", "-c", signal_it], capture_output=True)
 
+    def driver_stopped(self) -> str | None:
+        name = self.container(DRIVER)
+        state = _inspect(name, "{{.State.Status}} {{.State.ExitCode}} {{.State.OOMKilled}}")
+        if state is None:
+            return f"the driver container {name} is gone"
+        status, exit_code, out_of_memory = state
+        if status == "running":
+            return None
+        cause = " (out of memory)" if out_of_memory == "true" else " (killed)" if exit_code == "137" else ""
+        return f"the driver container {name} stopped{cause}: {status}, exit code {exit_code}"
+
     def reload_sidecars(self, cluster: Cluster) -> list[str]:
         """HAProxy re-reads its certificates on SIGUSR2 (new connections use them; open ones finish on the old)."""
         reloaded = []
