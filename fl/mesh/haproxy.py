@@ -41,6 +41,7 @@ IDLE_TIMEOUT = "1h"
 OLD_CONNECTIONS_AFTER_RELOAD = "15s"
 # gRPC metadata the egress adds to every call and the ingress logs; the TF server ignores it
 CALL_ID_HEADER = "fl-call-id"
+LOG_PORT = 5140  # HAProxy sends its log to this loopback UDP port; fl/mesh/log_relay.py passes it to stdout
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def _to_peers(
 def _global() -> str:
     return (
         "global\n"
-        "    log stdout format raw local0\n"
+        f"    log 127.0.0.1:{LOG_PORT} format raw local0\n"
         "    user haproxy\n"
         "    group haproxy\n"
         f"    hard-stop-after {OLD_CONNECTIONS_AFTER_RELOAD}\n"

@@ -3,7 +3,8 @@
 It finds its two addresses (its principal's on the private link, and its own there),
 renders the configuration, has HAProxy check it, and becomes HAProxy (master-worker,
 foreground), so the container's signals reach HAProxy directly: SIGUSR2 reloads the
-configuration and certificates after `fl certs --rotate`, SIGTERM stops it.
+configuration and certificates after `fl certs --rotate`, SIGTERM stops it. A child process
+relays HAProxy's log to stdout (fl/mesh/log_relay.py).
 
 Imports nothing but the standard library and our TF-free modules: the sidecar image
 carries HAProxy, Python and this package, no TensorFlow.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from fl.cluster import Cluster
 from fl.errors import FLError
-from fl.mesh import haproxy
+from fl.mesh import haproxy, log_relay
 
 CONFIG_FILE = Path("/run/fl-sidecar/haproxy.cfg")
 DISCOVERY_SECONDS = 120.0
@@ -66,6 +67,13 @@ def main(argv: list[str] | None = None) -> None:
     if check.returncode != 0:
         sys.exit(f"fl sidecar: error: HAProxy refuses {CONFIG_FILE}: {(check.stderr or check.stdout).strip()}")
     print(f"sidecar {args.identity}: {cluster.links}; private link {CONFIG_FILE}", flush=True)
+    listener = log_relay.bind(haproxy.LOG_PORT)
+    if os.fork() == 0:
+        try:
+            log_relay.relay(listener, sys.stdout.buffer)
+        finally:
+            os._exit(1)
+    listener.close()
     os.execvp("haproxy", ["haproxy", "-W", "-db", "-f", str(CONFIG_FILE)])
 
 
