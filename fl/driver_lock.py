@@ -64,8 +64,5 @@ def forward_to_driver(backend, argv: list[str], options: list[str] = ()) -> int:
         raise
     stopped = backend.driver_stopped() if exit_code != 0 else None
     if stopped is not None:
-        raise FLError(
-            f"{stopped} during the run, so the model is as of its last checkpoint: `fl up --state-dir "
-            f"{backend.state_dir}` starts it again, then `--resume` goes on from that checkpoint"
-        )
+        raise FLError(stopped)
     return exit_code

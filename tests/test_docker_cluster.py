@@ -308,10 +308,11 @@ def test_a_driver_container_killed_during_training_is_named_with_the_way_to_go_o
         driver.start()
     last = stderr.strip().splitlines()[-1]
     assert host.returncode == 2, stderr[-1500:]
+    name = BACKEND.container("driver")
     assert last == (
-        f"fl train: error: the driver container {BACKEND.container('driver')} stopped (killed): exited, exit code 137 "
-        f"during the run, so the model is as of its last checkpoint: `fl up --state-dir {STATE_DIR}` starts it again, "
-        "then `--resume` goes on from that checkpoint"
+        f"fl train: error: the driver container {name} stopped (killed) during the run (exited, exit code 137), so the "
+        f"model is as of its last checkpoint: `docker start {name}` starts it again (or `fl up --state-dir {STATE_DIR}` "
+        "with the options the cluster was started with), then `--resume` goes on from that checkpoint"
     )
     deadline = time.monotonic() + 60
     while container(engine, "driver").status != "running" or not driver_processes(engine):

@@ -144,7 +144,8 @@ class Backend(ABC):
         """Pass a Ctrl-C on to the running `fl train` where the host's own signal does not reach it."""
 
     def driver_stopped(self) -> str | None:
-        """How the driver's own place (its container) stopped while a forwarded run was in it; None while it runs."""
+        """After a forwarded run failed: one line saying that the driver's own place (its container) stopped, and how
+        to go on; None while it runs."""
         return None
 
     @abstractmethod

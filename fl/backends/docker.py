@@ -527,12 +527,16 @@ class DockerBackend(Backend):
         name = self.container(DRIVER)
         state = _inspect(name, "{{.State.Status}} {{.State.ExitCode}} {{.State.OOMKilled}}")
         if state is None:
-            return f"the driver container {name} is gone"
+            return f"the driver container {name} is gone: `fl down` and `fl up` start the cluster again"
         status, exit_code, out_of_memory = state
         if status == "running":
             return None
         cause = " (out of memory)" if out_of_memory == "true" else " (killed)" if exit_code == "137" else ""
-        return f"the driver container {name} stopped{cause}: {status}, exit code {exit_code}"
+        return (
+            f"the driver container {name} stopped{cause} during the run ({status}, exit code {exit_code}), so the model "
+            f"is as of its last checkpoint: `docker start {name}` starts it again (or `fl up --state-dir {self.state_dir}` "
+            "with the options the cluster was started with), then `--resume` goes on from that checkpoint"
+        )
 
     def reload_sidecars(self, cluster: Cluster) -> list[str]:
         """HAProxy re-reads its certificates on SIGUSR2 (new connections use them; open ones finish on the old)."""
