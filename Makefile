@@ -45,7 +45,7 @@ install:
 	./scripts/install-system-packages.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev,bench]"
+	$(BIN)/pip install -q -e ".[dev,bench,dashboard]"
 	# tfe declares a bare `tensorflow` dependency that would pull a TF it cannot import on
 	$(BIN)/pip install -q --no-deps tf-encrypted==$(TFE_VERSION)
 	$(BIN)/python -m fl.secure_random.build

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import signal
 import sys
 from pathlib import Path
 
@@ -182,6 +180,7 @@ def _driver_metrics(args) -> None:
 
 def _up(args) -> None:
     from fl import backends
+    from fl.metrics import dashboard
 
     backend = backends.named(args.backend, args.state_dir)
     if args.backend == "auto":
@@ -192,6 +191,7 @@ def _up(args) -> None:
     print(f"{backend.name} backend: {len(cluster.players)} players up ({args.owners} data owners); {backend.where}")
     print(f"links: {cluster.links}")
     print(f"metrics: Prometheus at {cluster.metrics.prometheus}")
+    print(f"dashboard: {dashboard.url(cluster.metrics.prometheus)}")
     print(f"data: {describe_data(cluster)}")
 
 
@@ -350,23 +350,12 @@ def _active_or_none(state_dir: Path):
     return backends.active(state_dir)
 
 
-def _stoppable(command: str) -> None:
-    """A stopped run (SIGTERM) ends like Ctrl-C: one line, exit 130, the driver container's run stopped too."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # POSIX: a background job inherits SIGINT ignored; keep it so
-        print(
-            f"fl {command}: SIGINT is ignored (started as a background job), so Ctrl-C will not stop this run; "
-            f"stop it with SIGTERM (kill {os.getpid()})",
-            file=sys.stderr,
-        )
-
-
 def _as_driver(args, run_here, run_in_container=None) -> int | None:
     """Run as the cluster's one driver: here (local backend, or inside the driver container), or in the driver
     container (`run_in_container(backend)`, else this same command forwarded), where a Ctrl-C on this host is passed on."""
-    from fl import driver_lock
+    from fl import driver_lock, stop_request
 
-    _stoppable(args.command)
+    stop_request.install(args.command)
     backend = _active_or_none(args.state_dir)
     if backend is not None and not backend.driver_is_this_host:
         if run_in_container is not None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from fl import connection
+from fl import connection, stop_request
 from fl.aggregation.base import Aggregation
 from fl.cluster import Player
 from fl.data.pipelines import OwnerPipeline, Pipeline, check_specs
@@ -209,6 +209,7 @@ class FederatedLearning:
         self.completed_rounds = self._resumed_rounds = completed_rounds
 
     def _run_round(self, runner: RoundRunner) -> RoundResult:
+        stop_request.raise_if_requested()
         index = self.completed_rounds
         try:
             result = runner.run(index)

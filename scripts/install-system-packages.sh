@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System packages `make install` needs: Python 3.11 with venv, g++, the headers of libsodium and OpenSSL
-# (to build the secure-random op against the installed TensorFlow), tcpdump for the tests. Installs only what is missing.
+# (to build the secure-random op against the installed TensorFlow), tcpdump and headless Chromium for the tests. Installs only what is missing.
 set -euo pipefail
 
 missing=()
@@ -10,6 +10,8 @@ command -v g++ >/dev/null 2>&1 || missing+=(g++)
 [ -f /usr/include/openssl/evp.h ] || missing+=(libssl-dev)
 # the tests capture the players' network to check what crosses it (tests/test_trust_boundary.py)
 command -v tcpdump >/dev/null 2>&1 || missing+=(tcpdump)
+# the dashboard's test opens the page in a real browser (tests/test_dashboard.py)
+command -v chromium-headless-shell >/dev/null 2>&1 || missing+=(chromium-headless-shell)
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "system packages: all present"

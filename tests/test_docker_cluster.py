@@ -10,6 +10,7 @@ import time
 
 import docker as docker_sdk
 import pytest
+from browser import Panels, rendered_dom
 from containers import (
     BACKEND,
     REPO,
@@ -30,6 +31,7 @@ from fl.backends import docker
 from fl.backends.docker import DockerBackend
 from fl.bench import netem
 from fl.cli import main
+from fl.metrics import dashboard
 
 pytestmark = pytest.mark.docker
 
@@ -134,6 +136,15 @@ def test_prometheus_answers_every_dashboard_query_in_containers(compose_cluster,
     assert empty == []
     own = query(url, 'fl_player_info{wire_bytes="own_namespace"}')
     assert {sample["metric"]["player"] for sample in own} == {p.name for p in compose_cluster.players}
+
+
+def test_the_dashboard_in_containers_draws_every_panel_with_each_players_wire_bytes(compose_cluster, trained_in_containers):
+    url = compose_cluster.metrics.prometheus
+    wait_for(url, "sum(fl_rounds_completed_total) >= 10")
+    panels = Panels(rendered_dom(dashboard.url(url))).panels
+    assert {title: panel["note"] for title, panel in panels.items() if not panel["points"]} == {}
+    legend = panels["Bytes sent per round per player: wire vs protocol"]["legend"]
+    assert {f"wire {player.name}" for player in compose_cluster.players} <= set(legend)
 
 
 def test_owner_wire_bytes_per_round_are_what_the_protocol_sends(compose_cluster, engine):

@@ -51,3 +51,18 @@ def test_a_driver_started_with_sigint_ignored_says_how_to_stop_it(tmp_path):
     first = ignored.stderr.splitlines()[0]
     assert first.startswith("fl train: SIGINT is ignored (started as a background job)") and "SIGTERM (kill " in first
     assert "SIGINT" not in default.stderr
+
+
+@pytest.mark.parametrize("handler, seen", [("installed", "stopped at the round boundary"), ("default", "went on")])
+def test_a_ctrl_c_lost_in_a_gc_callback_still_stops_at_the_next_round(handler, seen):
+    """Python drops a KeyboardInterrupt raised inside a gc callback ("Exception ignored"); fl's handler keeps the request."""
+    scenario = Path(__file__).parent / "scenarios" / "interrupt_in_gc_callback.py"
+    run = subprocess.run(
+        [sys.executable, str(scenario), handler],
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Exception ignored" in run.stderr and "KeyboardInterrupt" in run.stderr, run.stderr
+    assert (run.returncode, run.stdout.strip()) == (0, seen)

@@ -47,7 +47,7 @@ from fl.cluster import (
 from fl.data.datasets import OFFLINE
 from fl.errors import FLError
 from fl.mesh.pki import CA_FILE, IDENTITY_FILE, ClusterPKI
-from fl.metrics import prometheus
+from fl.metrics import dashboard, prometheus
 
 PROJECT_PREFIX = "fl-testbed"
 PLAYER_PORT = 7000
@@ -63,10 +63,12 @@ MONITORING_NETWORK = "monitoring"
 METRICS_PORT = 9400
 DRIVER_METRICS_FILE = "/tmp/fl-metrics/driver.prom"
 PROMETHEUS_PORT = 9090
+PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
+PROMETHEUS_STORAGE = "/prometheus"  # the prometheus-data volume, owned by nobody in the image
+DASHBOARD_DIR = "dashboard"  # in the compose directory: the page Prometheus serves at /user/
 GRAFANA_PORT = 3000
 GRAFANA_IMAGE = "grafana/grafana-oss:11.3.0"
 IMAGE_TARGETS = ("player", "driver", "sidecar", "prometheus")
-DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 COMPOSE_DIR = "compose"  # in the state directory: the rendered compose.yaml, cluster.json, prometheus.yml and PKI
 PKI_DIR = "pki"  # under COMPOSE_DIR: one directory per identity, each mounted into its own sidecar only
 # under COMPOSE_DIR, mounted into the driver only: `fl run`'s copies of scripts (read-only there) and their results
@@ -257,7 +259,14 @@ def render_monitoring(image: str, grafana: bool, tls: bool, prometheus_port: int
             "image": f"{image}-prometheus",
             "networks": [NETWORK, MONITORING_NETWORK],
             "ports": [f"127.0.0.1:{prometheus_port}:{PROMETHEUS_PORT}"],
-            "volumes": ["./prometheus.yml:/etc/prometheus/prometheus.yml:ro", "prometheus-data:/prometheus"],
+            "command": prometheus.arguments(
+                PROMETHEUS_CONFIG, PROMETHEUS_STORAGE, f"0.0.0.0:{PROMETHEUS_PORT}", dashboard.ASSETS_IN_CONTAINER
+            ),
+            "volumes": [
+                f"./prometheus.yml:{PROMETHEUS_CONFIG}:ro",
+                f"./{DASHBOARD_DIR}:{dashboard.ASSETS_IN_CONTAINER}:ro",
+                f"prometheus-data:{PROMETHEUS_STORAGE}",
+            ],
             "healthcheck": {"test": ["CMD", "python3", "-c", ready], "interval": "3s", "timeout": "3s", "retries": 20},
         }
     }
@@ -270,8 +279,8 @@ def render_monitoring(image: str, grafana: bool, tls: bool, prometheus_port: int
             "networks": [MONITORING_NETWORK],
             "ports": [f"127.0.0.1:${{GRAFANA_PORT:-{GRAFANA_PORT}}}:{GRAFANA_PORT}"],
             "volumes": [
-                f"{DASHBOARDS / 'provisioning'}:/etc/grafana/provisioning:ro",
-                f"{DASHBOARDS}:/var/lib/grafana/dashboards:ro",
+                f"{dashboard.DASHBOARDS / 'provisioning'}:/etc/grafana/provisioning:ro",
+                f"{dashboard.DASHBOARDS}:/var/lib/grafana/dashboards:ro",
             ],
             "environment": {"GF_AUTH_ANONYMOUS_ENABLED": "true", "GF_AUTH_ANONYMOUS_ORG_ROLE": "Viewer"},
             "depends_on": {"prometheus": {"condition": "service_healthy"}},
@@ -316,6 +325,7 @@ def write_project(
     for runs in ("scripts", "results"):  # made here, so they belong to the user and not to the engine
         (directory / RUNS_DIR / runs).mkdir(parents=True, exist_ok=True)
     prometheus.write_scrape_config(cluster, directory / "prometheus.yml", scrape_tls)
+    dashboard.write_assets(directory / DASHBOARD_DIR)
     compose = render_compose(cluster, image, grafana, results, data.own_data)
     path = directory / "compose.yaml"
     header = f"# Rendered by `fl up --backend docker --owners {owners}`; edit fl/backends/docker.py instead.\n"

@@ -18,7 +18,7 @@ from typing import Any
 from fl.backends import Backend, DataSettings, PlayerStatus, UpSettings, check_owners
 from fl.cluster import COMPUTE_SERVER, DATA_OWNER, DRIVER, MODEL_OWNER, SHARED_HOST, Cluster, MetricsEndpoints, Player, probe
 from fl.errors import FLError, PlayerUnreachableError
-from fl.metrics import prometheus
+from fl.metrics import dashboard, prometheus
 
 DEFAULT_STATE_DIR = Path(".fl")
 COMPUTE_SERVER_NAMES = ("server0", "server1", "server2")  # tfe's default names
@@ -136,7 +136,8 @@ def up(
     else:
         config = prometheus.write_scrape_config(cluster, state.prometheus_dir / "prometheus.yml")
         listen = f"127.0.0.1:{prometheus_port}"
-        pids[PROMETHEUS] = _spawn(prometheus.command(config, state.prometheus_dir / "data", listen), state, PROMETHEUS)
+        page = dashboard.write_assets(state.prometheus_dir / "dashboard")
+        pids[PROMETHEUS] = _spawn(prometheus.command(config, state.prometheus_dir / "data", listen, page), state, PROMETHEUS)
     state.pids_file.write_text(json.dumps(pids, indent=2))
     try:
         wait_until_ready(cluster, state, timeout)

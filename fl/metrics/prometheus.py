@@ -51,14 +51,19 @@ def binary(name: str = "prometheus") -> str | None:
     return shutil.which(name)
 
 
-def command(config: Path, storage: Path, listen: str) -> list[str]:
+def command(config: Path, storage: Path, listen: str, dashboard: Path) -> list[str]:
     executable = binary()
     if executable is None:
         raise FileNotFoundError("no prometheus binary: run `make install` (it unpacks Debian's) or put one on PATH")
+    return [executable, *arguments(config, storage, listen, dashboard)]
+
+
+def arguments(config: Path | str, storage: Path | str, listen: str, dashboard: Path | str) -> list[str]:
+    """Prometheus's flags on either backend; it also serves the dashboard page from `dashboard`."""
     return [
-        executable,
         f"--config.file={config}",
         f"--storage.tsdb.path={storage}",
         f"--web.listen-address={listen}",
+        f"--web.user-assets={dashboard}",
         "--storage.tsdb.retention.time=7d",
     ]
