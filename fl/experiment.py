@@ -18,6 +18,7 @@ import sys
 import uuid
 from pathlib import Path
 
+from fl import report
 from fl.errors import FLError
 
 CLUSTER_FILE_VARIABLE = "FL_CLUSTER_FILE"
@@ -45,13 +46,32 @@ def results_dir() -> Path:
 
 
 def run_here(script: Path, args: list[str], config: Path, insecure: bool = False) -> int:
-    """Run `script` in this process as `python script args` would, with its cluster; its exit code."""
+    """Run `script` in this process as `python script args` would, with its cluster; its exit code.
+
+    Its federated runs are reported in `results/<script>.html`, however the script ends.
+    """
     os.environ[CLUSTER_FILE_VARIABLE] = str(Path(config).resolve())
     os.environ.setdefault(RESULTS_VARIABLE, str(script.parent / RESULTS_DIR))
     if insecure:
         os.environ[INSECURE_VARIABLE] = "1"
     sys.argv = [str(script), *args]
     sys.path.insert(0, str(script.parent))
+    outcome = "raised an exception"
+    with report.recording() as records:
+        try:
+            code = _run_script(script)
+            outcome = f"exit {code}"
+            return code
+        except KeyboardInterrupt:
+            outcome = "interrupted"
+            raise
+        finally:
+            facts = {"script": script.name, "arguments": " ".join(args) or "none", "outcome": outcome}
+            path = report.write_run_report(results_dir() / f"{script.stem}.html", f"fl run {script.name}", records, facts)
+            print(f"report: {path}")
+
+
+def _run_script(script: Path) -> int:
     try:
         runpy.run_path(str(script), run_name="__main__")
     except SystemExit as exit_:
@@ -84,6 +104,7 @@ def run_in_container(backend, script: Path, args: list[str], argv: list[str]) ->
         return forward_to_driver(backend, command, [*environment, "-w", remote])
     finally:
         shutil.copytree(results, script.parent / RESULTS_DIR, dirs_exist_ok=True)
+        print(f"{backend.name} backend: the run's results copied back to {script.parent / RESULTS_DIR}")
         shutil.rmtree(scripts)
         shutil.rmtree(results)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from fl import connection, stop_request
+from fl import connection, report, stop_request
 from fl.aggregation.base import Aggregation
 from fl.cluster import Player
 from fl.data.pipelines import OwnerPipeline, Pipeline, check_specs
@@ -80,6 +80,9 @@ class FederatedLearning:
         if cluster.metrics and not any(isinstance(listener, TrainingMetrics) for listener in self.round_listeners):
             # rounds are exported whatever script runs them (fl run), as fl train's are
             self.round_listeners.append(TrainingMetrics(aggregation.name, Path(cluster.metrics.driver_textfile)))
+        record = report.join(f"{aggregation!r}; {self.describe()}")
+        if record is not None:
+            self.round_listeners.append(record)
         self._scope = None
         self._trainers: dict[tuple[int, Pipeline], OwnerTrainer] = {}
         self._runners: dict[tuple[int, tuple[Pipeline, ...]], RoundRunner] = {}
@@ -136,6 +139,17 @@ class FederatedLearning:
         model.evaluate = lambda x, **kwargs: self.evaluate(model, spec, x, **kwargs)
         with tf.device(self.model_owner.device_name):
             self._server_updates[id(model)] = ServerUpdate(self.server, model.weights, self.model_owner.device_name)
+
+    def describe(self) -> str:
+        """The weighting and the model owner's update, as a run states them."""
+        weighting = self.weighting
+        weights = (
+            f"weighted by examples (each owner's count / max_weight {weighting.max_weight:g}, summed inside the secure sum)"
+            if weighting.mode == "examples"
+            else "uniform"
+        )
+        proximal = f", FedProx mu {self.local.proximal_mu:g}" if self.local.proximal_mu else ""
+        return f"{weights}; server optimizer {self.server.name}, learning rate {self.server.learning_rate:g}{proximal}"
 
     def server_update(self, model: tf.keras.Model) -> ServerUpdate:
         """The model owner's optimizer for `model`: its state is checkpointed with the weights."""

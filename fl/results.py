@@ -14,6 +14,7 @@ def write_atomically(path: str | Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(descriptor, 0o644)  # a result is read by others (a browser, a CI artifact), as a plain file would be
         with os.fdopen(descriptor, "w") as stream:
             stream.write(text)
         os.replace(temporary, path)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from fl import report
 from fl.aggregation.registry import make_aggregation
 from fl.checkpoint import CheckpointEachRound, ModelOwnerCheckpoints, check_resumable
 from fl.connection import connect
@@ -18,6 +19,25 @@ from fl.metrics.training import TrainingMetrics
 from fl.results import write_json
 from fl.rounds import quorum
 from fl.settings import RUN_ONLY_SETTINGS, TrainSettings
+
+# what the report's table shows of the summary, before the settings
+REPORTED = (
+    "status",
+    "error",
+    "test_accuracy",
+    "test_loss",
+    "rounds",
+    "mean_round_seconds",
+    "completed_rounds",
+    "resumed_from_round",
+    "backend",
+    "links",
+    "encoding",
+    "data_owners",
+    "model_parameters",
+    "dropped_owners",
+    "clipped_values",
+)
 
 
 def build_classifier(feature_shape: tuple[int, ...], num_classes: int, hidden_units: int, learning_rate: float) -> tf.keras.Model:
@@ -43,10 +63,23 @@ def train(
     insecure_randomness: bool = False,
     save_path: str | None = None,
 ) -> dict:
-    """Train, checkpointing on the model owner after every round; the JSON says how the run ended.
+    """Train, checkpointing on the model owner after every round; the JSON, and the HTML report beside it, say how
+    the run ended.
 
     `save_path`: where the final model goes on the model owner, in Keras format (ModelOwnerCheckpoints.export).
     """
+    with report.recording() as records:
+        return _train(cluster_file, settings, json_path, insecure_randomness, save_path, records)
+
+
+def _train(
+    cluster_file: str,
+    settings: TrainSettings,
+    json_path: str | None,
+    insecure_randomness: bool,
+    save_path: str | None,
+    records: list[report.RunRecord],
+) -> dict:
     cluster = connect(cluster_file, insecure_randomness=insecure_randomness)
     aggregation = make_aggregation(settings.aggregation, cluster, settings.range_policy)
     train_data, test_data = owner_sources(cluster)
@@ -82,7 +115,7 @@ def train(
     if settings.verbose:
         encoding = aggregation.describe()
         print(f"training on {len(train_data)} data owners with {aggregation!r}, {encoding} ({cluster.backend} backend)")
-        print(f"averaging: {describe_round(federated)}")
+        print(f"averaging: {federated.describe()}")
     summary = {
         "status": "running",
         "aggregation": settings.aggregation,
@@ -112,7 +145,7 @@ def train(
         status = "interrupted" if isinstance(stopped, KeyboardInterrupt) else "failed"
         summary.update(status=status, error=str(stopped) or None, **_round_summary(federated))
         if json_path:
-            write_json(json_path, summary)
+            write_results(json_path, summary, records)
         raise
     metrics.evaluated(test_loss, test_accuracy)
     summary.update(
@@ -123,21 +156,16 @@ def train(
         **_round_summary(federated),
     )
     if json_path:
-        write_json(json_path, summary)
+        write_results(json_path, summary, records)
     return summary
 
 
-def describe_round(federated: FederatedLearning) -> str:
-    """The weighting and the model owner's update, as a run states them."""
-    weighting = federated.weighting
-    weights = (
-        f"weighted by examples (each owner's count / max_weight {weighting.max_weight:g}, summed inside the secure sum)"
-        if weighting.mode == "examples"
-        else "uniform"
-    )
-    server = federated.server
-    proximal = f", FedProx mu {federated.local.proximal_mu:g}" if federated.local.proximal_mu else ""
-    return f"{weights}; server optimizer {server.name}, learning rate {server.learning_rate:g}{proximal}"
+def write_results(json_path: str, summary: dict, records: list[report.RunRecord]) -> None:
+    """The summary as JSON, and its report as HTML with the same name."""
+    write_json(json_path, summary)
+    facts = {name: summary[name] for name in REPORTED if name in summary}
+    title = f"fl train: {summary['aggregation']} on {summary['dataset']}, {summary['data_owners']} owners ({summary['status']})"
+    report.write_run_report(Path(json_path).with_suffix(".html"), title, records, facts, summary["settings"])
 
 
 def _resume(checkpoints: ModelOwnerCheckpoints, recorded: dict, federated: FederatedLearning) -> int:

@@ -4,6 +4,7 @@ import json
 from dataclasses import asdict, replace
 
 import pytest
+from report_page import ReportPage
 
 from fl.aggregation.base import WEIGHT_SLOTS
 from fl.backends.local import LocalBackend
@@ -43,6 +44,10 @@ def test_tiny_sweep_writes_json_table_and_plots_and_says_why_a_peer_did_not_run(
     assert f"**flower**: did not run: Flower is not installed: {tmp_path / 'no-flower-here'} is missing" in table
     for name in ("latency_vs_size", "bytes_vs_owners"):
         assert outputs[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = ReportPage(outputs["html"])  # the table, the keystream floor and both plots in one file
+    assert page.title == "Secure aggregation vs plaintext" and page.plots == [(770, 495), (770, 495)]
+    rows = [row for row in page.tables[0] if row[2:4] == ["fl-testbed", "additive"]]
+    assert [row[5] for row in rows] == ["1,000", "20,000"] and rows[1][10] == "80,036"
 
 
 @pytest.mark.cluster

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from report_page import ReportPage
 
 import fl
 from fl.aggregation.registry import make_aggregation
@@ -79,6 +80,10 @@ def test_an_interrupted_run_says_so_and_its_resumption_ends_where_an_uninterrupt
     assert first.returncode == 130 and stderr.strip().splitlines()[-1] == "fl train: interrupted", stderr[-1500:]
     interrupted = json.loads((tmp_path / "first.json").read_text())
     assert interrupted["status"] == "interrupted" and 2 <= interrupted["completed_rounds"] < 6
+    page = ReportPage(tmp_path / "first.html")  # the report beside the JSON, of the same ending
+    assert page.title == "fl train: additive on digits, 3 owners (interrupted)"
+    assert page.facts()["status"] == "interrupted" and page.facts()["rounds"] == str(interrupted["rounds"])
+    assert len(page.plots) == 4 and page.plots[0] == (1000, 360)  # the loss and the accuracy, by round
     resumed = subprocess.run([*command, "--resume", "--json", str(tmp_path / "resumed.json")], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-1500:]
     assert f"resuming after round {interrupted['completed_rounds'] - 1}" in resumed.stdout

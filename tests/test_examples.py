@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from report_page import ReportPage
 
 pytestmark = pytest.mark.cluster
 
@@ -64,6 +65,11 @@ def test_the_cnn_and_non_iid_examples_train_on_digits(testbed, tmp_path):
     table = run_example(testbed, copy_example("non_iid.py", tmp_path / "non_iid"), "--rounds", "3")
     assert set(table) == {"central", "FedAvg, uniform", "FedAvg, weighted", "FedAvgM", "FedAdam", "FedYogi"}
     assert all(0.3 < accuracy <= 1 for accuracy in table.values()), table
+    page = ReportPage(tmp_path / "non_iid" / "results" / "non_iid.html")  # one run per strategy, on every plot
+    assert page.title == "fl run non_iid.py"
+    assert page.facts() == {"script": "non_iid.py", "arguments": "--rounds 3", "outcome": "exit 0"}
+    assert len(page.plots) == 4 and page.plots[0] == (1000, 360)  # the loss and the accuracy, by round
+    assert "None: every round averaged every owner." in page.paragraphs
 
 
 def test_a_script_gets_its_cluster_and_arguments_and_its_exit_code_is_fl_runs(testbed, tmp_path):

@@ -1,4 +1,4 @@
-"""The benchmark's outputs: JSON, a Markdown table with secure/plaintext ratios, and PNG plots."""
+"""The benchmark's outputs: JSON, a Markdown table with secure/plaintext ratios, PNG plots, and all of it as one HTML page."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fl.bench import keystream
 from fl.bench.measure import FRAMEWORK, UPDATE_RANGE
 from fl.bench.netem import PROFILES
 from fl.bench.sweep import SweepResult
+from fl.report import figure, page
 from fl.results import write_atomically, write_json
 
 # Each framework's plaintext aggregation, the baseline its secure ones are divided by.
@@ -174,4 +175,15 @@ def write(result: SweepResult, settings: dict, directory: Path) -> dict[str, Pat
     )
     for path in plot(rows, directory):
         outputs[path.stem] = path
+    outputs["html"] = write_html(directory / "bench.html", outputs)
     return outputs
+
+
+def write_html(path: Path, outputs: dict[str, Path]) -> Path:
+    """bench.md and the plots in one page."""
+    import markdown as markdown_package
+
+    text = outputs["markdown"].read_text()
+    title, _, body = text.partition("\n")
+    plots = [figure(outputs[name].read_bytes(), name) for name in outputs if outputs[name].suffix == ".png"]
+    return write_atomically(path, page(title.lstrip("# "), [markdown_package.markdown(body, extensions=["tables"]), *plots]))
