@@ -173,9 +173,10 @@ def _round_time_plot(records: Sequence[RunRecord]) -> bytes:
         if dropped:
             axes.plot(*zip(*dropped), "x", color=line.get_color(), label=f"{record.title}: owner left out")
     axes.set(xlabel="round", ylabel="seconds", yscale="log")  # round 0 also traces the stages
-    plain = _ticker().FormatStrFormatter("%g")
-    axes.yaxis.set_major_formatter(plain)
-    axes.yaxis.set_minor_formatter(plain)
+    ticker = _ticker()
+    axes.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    axes.yaxis.set_minor_formatter(ticker.NullFormatter())
     _legend(axes, records)
     return _png(figure_)
 

@@ -65,7 +65,8 @@ def test_a_compute_server_cannot_read_or_write_another_players_data(compose_clus
 
 @pytest.mark.parametrize("mode", ["file", "pipeline"])
 def test_control_the_same_script_as_the_driver_reads_and_writes(compose_cluster, engine, mode):
-    """The attack works when the caller holds the driver's identity: the owners trust the driver (README threat model)."""
+    """The attack works when the caller holds the driver's identity: the owners trust the driver
+    (docs/trust-boundary.md, threat model)."""
     driver = container(engine, DRIVER)
     _, size = container(engine, "data-owner-0").exec_run(["stat", "-c", "%s", "/data/train.tfrecord"])
     records = compose_cluster.dataset.train_examples["data-owner-0"]
