@@ -12,7 +12,9 @@ shards (`OwnerData`, fl/data/sources.py). Inside the context the model owner's d
 scope and `compile` is intercepted: a compiled model whose weights are not on the model
 owner is refused, and a model that passes gets federated `fit` and `evaluate`. The round's
 settings come as small dataclasses (fl/policies.py): the owners' `LocalTraining`, the
-model owner's `ServerOptimizer`, the `Weighting` of the average, the `RoundPolicy`.
+model owner's `ServerOptimizer`, the `Weighting` of the average, the `RoundPolicy`, and
+`DistributedDP` when the revealed sums must be differentially private (fl/privacy/): then
+`fit`'s logs carry `epsilon` after every round instead of the owners' training metrics.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from fl.errors import FLError, LocalityError
 from fl.local_training import OwnerTrainer, TrainingSpec, training_spec, unpack, weighted
 from fl.local_training import batch_size as batch_size_of
 from fl.metrics.training import TrainingMetrics
-from fl.policies import LocalTraining, RoundPolicy, ServerOptimizer, Weighting
+from fl.policies import DistributedDP, LocalTraining, RoundPolicy, ServerOptimizer, Weighting
+from fl.privacy.accountant import PrivacyAccountant
 from fl.rounds import RoundListener, RoundResult, RoundRunner
 from fl.server_update import ServerUpdate
 
@@ -51,12 +54,14 @@ class FederatedLearning:
         *,
         local: LocalTraining = LocalTraining(),
         server: ServerOptimizer = ServerOptimizer(),
-        weighting: Weighting | str = Weighting(),
+        weighting: Weighting | str | None = None,
         rounds: RoundPolicy = RoundPolicy(),
+        privacy: DistributedDP | None = None,
         seed: int = 0,
         round_listeners: Sequence[RoundListener] = (),
     ) -> None:
-        """`weighting`: a Weighting, or "examples" / "uniform" with its default bound."""
+        """`weighting`: a Weighting, or "examples" / "uniform" with its default bound; None: by examples, or
+        uniform under `privacy` (the only weighting DP allows)."""
         cluster = connection.current()
         if model_owner != cluster.model_owner:
             raise ValueError(f"{model_owner.name} is not the cluster's model owner {cluster.model_owner.name}")
@@ -70,7 +75,14 @@ class FederatedLearning:
         self.aggregation = aggregation
         self.local = local
         self.server = server
+        weighting = weighting or ("uniform" if privacy else "examples")
         self.weighting = Weighting(weighting) if isinstance(weighting, str) else weighting
+        if privacy and self.weighting.mode != "uniform":
+            raise FLError(
+                "distributed DP averages uniformly: a weight would let one owner move the sum by more than the clip; "
+                "use weighting uniform (fl train --weighting uniform)"
+            )
+        self.privacy = privacy
         self.rounds = rounds
         self.seed = seed
         self.round_results: list[RoundResult] = []  # this process's rounds
@@ -86,6 +98,7 @@ class FederatedLearning:
         self._scope = None
         self._trainers: dict[tuple[int, Pipeline], OwnerTrainer] = {}
         self._runners: dict[tuple[int, tuple[Pipeline, ...]], RoundRunner] = {}
+        self._accountants: dict[int, PrivacyAccountant] = {}  # by model, kept when a failed fit drops its runners
         self._server_updates: dict[int, ServerUpdate] = {}
         self._evaluations: dict[tuple[int, Pipeline, int], Callable[[], tf.Tensor]] = {}  # traced once, e.g. per epoch
         self._refresh_needed = False
@@ -149,7 +162,12 @@ class FederatedLearning:
             else "uniform"
         )
         proximal = f", FedProx mu {self.local.proximal_mu:g}" if self.local.proximal_mu else ""
-        return f"{weights}; server optimizer {self.server.name}, learning rate {self.server.learning_rate:g}{proximal}"
+        private = (
+            f"; distributed DP: clip {self.privacy.clip_norm:g}, noise multiplier {self.privacy.noise_multiplier:g}"
+            if self.privacy
+            else ""
+        )
+        return f"{weights}; server optimizer {self.server.name}, learning rate {self.server.learning_rate:g}{proximal}{private}"
 
     def server_update(self, model: tf.keras.Model) -> ServerUpdate:
         """The model owner's optimizer for `model`: its state is checkpointed with the weights."""
@@ -185,6 +203,9 @@ class FederatedLearning:
             self._evaluations.clear()
         self._refresh_needed = True
         runner = self._runner(model, spec, sources)
+        accountant = self.accountant(runner)
+        if accountant is not None:
+            accountant.check_first_round()
         verbose = 1 if verbose == "auto" else verbose
         callback_list = tf.keras.callbacks.CallbackList(
             callbacks,
@@ -200,10 +221,13 @@ class FederatedLearning:
         callback_list.on_train_begin()
         logs: dict[str, float] = {}
         for epoch in range(initial_epoch, epochs):
+            first_step = skipped if epoch == initial_epoch else 0
+            if first_step < rounds_per_epoch and _budget_spent(accountant, model):
+                break
             callback_list.on_epoch_begin(epoch)
-            for step in range(rounds_per_epoch):
-                if epoch == initial_epoch and step < skipped:
-                    continue
+            for step in range(first_step, rounds_per_epoch):
+                if step > first_step and _budget_spent(accountant, model):
+                    break
                 callback_list.on_train_batch_begin(step)
                 result = self._run_round(runner)
                 logs = {**result.metrics, "round_seconds": result.seconds}
@@ -219,8 +243,19 @@ class FederatedLearning:
         return model.history
 
     def resume_from(self, completed_rounds: int) -> None:
-        """The model's weights are those after `completed_rounds` rounds (a restored checkpoint): go on from there."""
+        """The model's weights are those after `completed_rounds` rounds (a restored checkpoint): go on from there,
+        their privacy spent too."""
         self.completed_rounds = self._resumed_rounds = completed_rounds
+
+    def accountant(self, runner: RoundRunner) -> PrivacyAccountant | None:
+        """The privacy spent by the rounds of `runner`'s model, from the runner's calibration."""
+        if runner.privacy is None:
+            return None
+        key = id(runner.model)
+        if key not in self._accountants:
+            self._accountants[key] = PrivacyAccountant(runner.privacy)
+            self._accountants[key].restore(self._resumed_rounds)
+        return self._accountants[key]
 
     def _run_round(self, runner: RoundRunner) -> RoundResult:
         stop_request.raise_if_requested()
@@ -231,6 +266,9 @@ class FederatedLearning:
             for listener in self.round_listeners:
                 listener.round_failed(index, error)
             raise
+        accountant = self.accountant(runner)
+        if accountant is not None:  # first, so every listener sees the round's epsilon
+            accountant.round_completed(result)
         self.round_results.append(result)
         self.completed_rounds += 1
         if any(result.clipped.values()):
@@ -297,6 +335,7 @@ class FederatedLearning:
                 self.seed,
                 self.rounds,
                 self.weighting,
+                self.privacy,
             )
         return self._runners[key]
 
@@ -331,6 +370,15 @@ class FederatedLearning:
         if len(owners) < 2:
             raise FLError("secure averaging needs at least 2 data owners")
         return {source.player: source for source in sources}
+
+
+def _budget_spent(accountant: PrivacyAccountant | None, model: tf.keras.Model) -> bool:
+    """Whether the next round would exceed the privacy target: then training stops, saying so."""
+    exhausted = accountant.check_budget() if accountant else None
+    if exhausted:
+        print(exhausted)
+        model.stop_training = True
+    return exhausted is not None
 
 
 def _probe(model: tf.keras.Model, spec: TrainingSpec, element) -> tf.Tensor:

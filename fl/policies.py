@@ -124,3 +124,27 @@ class LocalTraining:
     def local_steps(self) -> int | None:
         """FedSGD takes one step a round; FedAvg runs whole epochs."""
         return 1 if self.algorithm == "fedsgd" else None
+
+
+@dataclass(frozen=True)
+class DistributedDP:
+    """Owner-level differential privacy of the revealed sum: each owner clips to `clip_norm` and adds its share of
+    noise of standard deviation `noise_multiplier` x (the clip, on the lattice) over the quorum (fl/privacy/).
+
+    The average is uniform under DP: a weight would let one owner's update move the sum by more than the clip.
+    """
+
+    noise_multiplier: float
+    clip_norm: float = 1.0
+    delta: float = 1e-5
+    target_epsilon: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.noise_multiplier > 0:
+            raise FLError(f"--dp-noise-multiplier {self.noise_multiplier:g}: the noise's scale over the clip, > 0, e.g. 1")
+        if not self.clip_norm > 0:
+            raise FLError(f"--dp-clip-norm {self.clip_norm:g}: the largest L2 norm an owner's update keeps, > 0, e.g. 1")
+        if not 0 < self.delta < 1:
+            raise FLError(f"--dp-delta {self.delta:g}: a probability in (0, 1), below 1/owners, e.g. 1e-5")
+        if self.target_epsilon is not None and not self.target_epsilon > 0:
+            raise FLError(f"--dp-target-epsilon {self.target_epsilon:g}: a budget > 0, e.g. 10")

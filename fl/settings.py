@@ -18,6 +18,7 @@ from fl.policies import (
     OUT_OF_RANGE_POLICIES,
     SERVER_OPTIMIZERS,
     WEIGHTINGS,
+    DistributedDP,
     LocalTraining,
     RangePolicy,
     RoundPolicy,
@@ -48,7 +49,12 @@ class TrainSettings:
         "sgd", "the model owner's update: sgd (FedAvg), momentum (FedAvgM), adam, yogi, adagrad", choices=SERVER_OPTIMIZERS
     )
     server_learning_rate: float = setting(1.0, "the server optimizer's learning rate (sgd with 1: plain FedAvg)")
-    weighting: str = setting("examples", "weight each owner's update by its examples (FedAvg) or uniformly", choices=WEIGHTINGS)
+    weighting: str | None = setting(
+        None,
+        "weight each owner's update by its examples (FedAvg) or uniformly (default: examples; uniform under DP)",
+        choices=WEIGHTINGS,
+        type=str,
+    )
     max_weight: float = setting(4096.0, "the most examples an owner has in a local epoch (weights are divided by it)")
     value_range: float = setting(32.0, "fixed-point range ±R of update values (> 0)")
     out_of_range: str = setting("clip", "what happens to a value outside ±R", choices=OUT_OF_RANGE_POLICIES)
@@ -71,13 +77,29 @@ class TrainSettings:
         type=int,
     )
 
+    dp_noise_multiplier: float | None = setting(
+        None,
+        "distributed DP: each owner clips and adds its share of Skellam noise of this scale over the clip before "
+        "sharing, so only a noised sum is revealed (default: no DP)",
+        type=float,
+    )
+    dp_clip_norm: float | None = setting(
+        None, f"distributed DP: the L2 norm each owner's update is clipped to (default {DistributedDP.clip_norm:g})", type=float
+    )
+    dp_delta: float | None = setting(
+        None, f"distributed DP: the delta of (epsilon, delta) (default {DistributedDP.delta:g})", type=float
+    )
+    dp_target_epsilon: float | None = setting(
+        None, "distributed DP: stop training before a round would spend more than this epsilon", type=float
+    )
+
     def __post_init__(self) -> None:
         for name in ("epochs", "rounds_per_epoch", "hidden_units"):
             if getattr(self, name) < 1:
                 raise FLError(f"--{flag_name(name)} {getattr(self, name)}: must be at least 1")
         if not self.learning_rate > 0:
             raise FLError(f"--learning-rate {self.learning_rate:g}: must be > 0, e.g. 0.3")
-        for policy in ("range_policy", "round_policy", "local_training", "server", "weighting_policy"):
+        for policy in ("range_policy", "round_policy", "local_training", "server", "weighting_policy", "privacy"):
             getattr(self, policy)  # each policy checks its own fields
 
     @property
@@ -98,11 +120,24 @@ class TrainSettings:
 
     @property
     def weighting_policy(self) -> Weighting:
-        return Weighting(self.weighting, self.max_weight)
+        default = "uniform" if self.dp_noise_multiplier is not None else "examples"
+        return Weighting(self.weighting or default, self.max_weight)
+
+    @property
+    def privacy(self) -> DistributedDP | None:
+        given = {name: getattr(self, f"dp_{name}") for name in ("clip_norm", "delta", "target_epsilon")}
+        if self.dp_noise_multiplier is None:
+            stray = [f"--dp-{flag_name(name)}" for name, value in given.items() if value is not None]
+            if stray:
+                raise FLError(f"{', '.join(stray)} without --dp-noise-multiplier: DP is off; give the noise multiplier too")
+            return None
+        if self.weighting == "examples":
+            raise FLError("--weighting examples with --dp-noise-multiplier: distributed DP averages uniformly; drop --weighting")
+        return DistributedDP(self.dp_noise_multiplier, **{name: value for name, value in given.items() if value is not None})
 
 
 # how a run is carried out, not what it computes: a resumed run may change them
-RUN_ONLY_SETTINGS = ("epochs", "verbose", "resume", "round_timeout", "min_owners")
+RUN_ONLY_SETTINGS = ("epochs", "verbose", "resume", "round_timeout", "min_owners", "dp_target_epsilon")
 
 
 def flag_name(name: str) -> str:

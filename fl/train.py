@@ -37,6 +37,8 @@ REPORTED = (
     "model_parameters",
     "dropped_owners",
     "clipped_values",
+    "epsilon",
+    "delta",
 )
 
 
@@ -99,6 +101,7 @@ def _train(
         server=settings.server,
         weighting=settings.weighting_policy,
         rounds=settings.round_policy,
+        privacy=settings.privacy,
         seed=settings.seed,
         round_listeners=[metrics],
     )
@@ -137,6 +140,10 @@ def _train(
             verbose=settings.verbose,
         )
         test_loss, test_accuracy = model.evaluate(test_data, verbose=settings.verbose)
+        if settings.privacy and federated.round_results:
+            spent = federated.round_results[-1].metrics["epsilon"]
+            rounds = federated.completed_rounds
+            print(f"privacy spent: epsilon {spent:.4g} at delta {settings.privacy.delta:g}, owner-level, over {rounds} rounds")
         if save_path:
             saved = checkpoints.export(save_path)
             summary["saved_model"] = {"player": cluster.model_owner.name, "path": saved}
@@ -196,6 +203,20 @@ def _round_summary(federated: FederatedLearning) -> dict:
         "dropped_owners": {r.index: r.dropped for r in rounds if r.dropped},
         "clipped_values": sum(sum(r.clipped.values()) for r in rounds),
         "expected_sent_bytes_per_round": rounds[-1].expected_bytes,
+        **_privacy_summary(federated),
+    }
+
+
+def _privacy_summary(federated: FederatedLearning) -> dict:
+    """Under DP: epsilon by round (this process's rounds), the last epsilon and delta, the owners clipped by round."""
+    rounds = federated.round_results
+    if federated.privacy is None:
+        return {}
+    return {
+        "epsilon_by_round": {r.index: r.metrics["epsilon"] for r in rounds},
+        "epsilon": rounds[-1].metrics["epsilon"],
+        "delta": federated.privacy.delta,
+        "clipped_owners_by_round": {r.index: len(r.norm_clipped) / len(r.participants) for r in rounds},
     }
 
 

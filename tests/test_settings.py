@@ -21,6 +21,12 @@ BAD_SETTINGS = [
     (["--server-learning-rate", "0"], "server learning rate 0: > 0"),
     (["--proximal-mu", "-1"], "proximal_mu -1: FedProx's mu is >= 0"),
     (["--max-weight", "0"], "max_weight 0: the most examples an owner has in a local epoch"),
+    (["--dp-noise-multiplier", "-1"], "--dp-noise-multiplier -1: the noise's scale over the clip, > 0"),
+    (["--dp-noise-multiplier", "1", "--dp-clip-norm", "0"], "--dp-clip-norm 0: the largest L2 norm"),
+    (["--dp-noise-multiplier", "1", "--dp-delta", "1"], "--dp-delta 1: a probability in (0, 1)"),
+    (["--dp-noise-multiplier", "1", "--dp-target-epsilon", "-2"], "--dp-target-epsilon -2: a budget > 0"),
+    (["--dp-clip-norm", "2"], "--dp-clip-norm without --dp-noise-multiplier: DP is off"),
+    (["--dp-noise-multiplier", "1", "--weighting", "examples"], "--weighting examples with --dp-noise-multiplier"),
 ]
 
 

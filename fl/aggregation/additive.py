@@ -88,6 +88,9 @@ class AdditiveSecureAverage(Aggregation):
             raise FLError(f"additive sharing needs 2 compute players; only {', '.join(p.name for p in kept)} delivered")
         return AdditiveSecureAverage(kept, self.output_receiver, self.policy, ring=self.ring)
 
+    def fractional_bits(self) -> int:
+        return self.ring.fractional_bits
+
     def capacity(self, inputs: int) -> float:
         return self.ring.capacity(inputs)
 

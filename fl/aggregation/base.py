@@ -20,6 +20,11 @@ multiplies its checked update by its weight in [0, 1] and appends the weight, so
 weights are summed inside the same secure sum and the receiver learns only their total,
 by which it divides. Uniform weighting is weight 1 for everyone: the total is the public
 number of owners. A round whose total weight is zero is refused.
+
+With distributed DP (fl/privacy/mechanism.py) each owner clips its checked update to an L2
+norm and adds its share of integer noise on the encoding's lattice before sharing, so the
+sum is the only thing revealed and it is already noised. The average is then uniform and
+the training metrics do not ride along (they would be revealed un-noised).
 """
 
 from __future__ import annotations
@@ -28,13 +33,16 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tensorflow as tf
 
 from fl.cluster import DATA_OWNER, Cluster, Player
 from fl.errors import FLError, RangeError, UpdateMismatchError
 from fl.policies import RangePolicy
+
+if TYPE_CHECKING:
+    from fl.privacy.mechanism import SkellamMechanism
 
 # the weight rides in the shared vector right after the update's values
 WEIGHT_SLOTS = 1
@@ -49,6 +57,8 @@ class Averaged:
     clipped: dict[Player, tf.Tensor]
     finite: dict[Player, tf.Tensor]
     overweight: dict[Player, tf.Tensor]  # the owner's weight was above 1 (more examples than max_weight)
+    norm_clipped: dict[Player, tf.Tensor]  # DP: the owner's update was clipped to the clip norm
+    rounded: dict[Player, tf.Tensor]  # DP: the owner's randomized rounding met its norm bound
     total_weight: tf.Tensor
     stage_ends: dict[str, tf.Tensor]
 
@@ -94,6 +104,10 @@ class Aggregation(ABC):
             raise FLError(f"{', '.join(absent)} left the round but {self.name} computes on them")
         return self
 
+    def fractional_bits(self) -> int | None:
+        """The encoding's fixed-point resolution, 2^-bits (None: floats, any lattice a float32 holds)."""
+        return None
+
     def capacity(self, inputs: int) -> float:
         """Largest value_range the encoding can sum over `inputs` updates without wrapping."""
         return float("inf")
@@ -115,24 +129,33 @@ class Aggregation(ABC):
         return 0 if self.out_of_range == "refuse" else math.floor(self.max_clipped_fraction * values)
 
     def average(
-        self, updates: Mapping[Player, tf.Tensor], metric_count: int = 0, weights: Mapping[Player, tf.Tensor] | None = None
+        self,
+        updates: Mapping[Player, tf.Tensor],
+        metric_count: int = 0,
+        weights: Mapping[Player, tf.Tensor] | None = None,
+        privacy: SkellamMechanism | None = None,
     ) -> Averaged:
-        """Trace the stages: range check and weighting on each owner, share, sum, reveal, divide by the total weight.
+        """Trace the stages: range check and weighting (or DP's clipping and noise) on each owner, share, sum,
+        reveal, divide by the total weight.
 
         The last `metric_count` values of each update are its training metrics. Non-finite
         values are zeroed before sharing (they cannot be encoded) and refuse the round.
         `weights`: each owner's scalar weight in [0, 1], on the owner (None: 1 each, uniform).
+        `privacy`: calibrated for this encoding, uniform and without metrics.
         """
+        if privacy is not None and (weights is not None or metric_count):
+            raise ValueError("distributed DP averages uniformly and carries no training metrics")
         sizes = {owner.name: int(update.shape[0]) for owner, update in updates.items()}
         if len(set(sizes.values())) != 1:
             listed = ", ".join(f"{name}={size}" for name, size in sizes.items())
             raise UpdateMismatchError(
                 f"data owners sent updates of different sizes ({listed}): every owner must train the same model"
             )
-        self.check_capacity(len(updates))
+        if privacy is None:
+            self.check_capacity(len(updates))
         carried = self.metric_capacity(len(updates))
         values = next(iter(sizes.values())) - metric_count
-        checked, clipped, finite, overweight = {}, {}, {}, {}
+        checked, clipped, finite, overweight, norm_clipped, rounded = {}, {}, {}, {}, {}, {}
         for owner, update in updates.items():
             with tf.device(owner.device_name):
                 weight = tf.ones([]) if weights is None else tf.reshape(tf.cast(weights[owner], tf.float32), [])
@@ -143,9 +166,14 @@ class Aggregation(ABC):
                 clean = tf.where(is_finite, update, tf.zeros_like(update))
                 deltas, metrics = clean[:values], clean[values:]
                 clipped[owner] = tf.reduce_sum(tf.cast(tf.abs(deltas) > self.value_range, tf.int32))
+                deltas = tf.clip_by_value(deltas, -self.value_range, self.value_range)
+                if privacy is None:
+                    norm_clipped[owner], rounded[owner] = tf.constant(False), tf.constant(True)
+                else:
+                    deltas, norm_clipped[owner], rounded[owner] = privacy.privatize(deltas)
                 checked[owner] = tf.concat(
                     [
-                        weight * tf.clip_by_value(deltas, -self.value_range, self.value_range),
+                        weight * deltas,
                         weight[tf.newaxis],
                         weight * tf.clip_by_value(metrics, -carried, carried),
                     ],
@@ -160,11 +188,11 @@ class Aggregation(ABC):
             total_weight = total[values]
             mean = tf.concat([total[:values], total[values + WEIGHT_SLOTS :]], axis=0) / tf.maximum(total_weight, 1e-30)
             limit = self.clip_limit(values)
-            accepted = tf.reduce_all([finite[owner] & ~overweight[owner] & (clipped[owner] <= limit) for owner in updates]) & (
-                total_weight > 0
-            )
+            accepted = tf.reduce_all(
+                [finite[owner] & ~overweight[owner] & rounded[owner] & (clipped[owner] <= limit) for owner in updates]
+            ) & (total_weight > 0)
         stage_ends["reveal"] = self._stamp_after([mean, stage_ends["aggregation"]])
-        return Averaged(mean, accepted, clipped, finite, overweight, total_weight, stage_ends)
+        return Averaged(mean, accepted, clipped, finite, overweight, norm_clipped, rounded, total_weight, stage_ends)
 
     def refusal(
         self,
@@ -173,12 +201,15 @@ class Aggregation(ABC):
         values: int,
         overweight: Mapping[str, bool] | None = None,
         total_weight: float = 1.0,
+        rounded: Mapping[str, bool] | None = None,
     ) -> str | None:
         """Why a round with these per-owner checks was refused (the rule `average` applied), or None."""
         limit = self.clip_limit(values)
         for owner, count in clipped.items():
             if not finite[owner]:
                 return f"update from {owner} has NaN or infinite values; lower the learning rate"
+            if rounded and not rounded[owner]:
+                return f"{owner}'s randomized rounding missed its norm bound in every attempt (distributed DP); run again"
             if overweight and overweight[owner]:
                 return f"{owner} has more examples in a local epoch than max_weight allows; raise it (fl train --max-weight)"
             if count > limit and self.out_of_range == "refuse":

@@ -75,6 +75,9 @@ class TfeProtocolAverage(Aggregation):
             self._protocol = self.make_protocol()
         return self._protocol
 
+    def fractional_bits(self) -> int:
+        return self.protocol.fixedpoint_config.precision_fractional
+
     def capacity(self, inputs: int) -> float:
         config = self.protocol.fixedpoint_config
         return float(config.scaling_base**config.precision_integral) / inputs

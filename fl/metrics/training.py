@@ -1,4 +1,4 @@
-"""The driver's training metrics: round latency, phases, outcomes, expected bytes, loss and accuracy.
+"""The driver's training metrics: round latency, phases, outcomes, expected bytes, loss and accuracy, privacy spent.
 
 A training run is a short-lived process, so after every round (and at the end)
 it writes its registry to a textfile; `fl driver-metrics` serves that file, so
@@ -77,6 +77,18 @@ class TrainingMetrics:
             registry=self.registry,
         )
         self.accuracy = Gauge("fl_model_accuracy", "Model accuracy, as fl_model_loss", [*labels, "data"], registry=self.registry)
+        self.epsilon = Gauge(
+            "fl_privacy_epsilon",
+            "Owner-level epsilon the revealed sums have spent so far, at the run's delta (distributed DP)",
+            labels,
+            registry=self.registry,
+        )
+        self.clipped_owners = Gauge(
+            "fl_privacy_clipped_owners_ratio",
+            "Fraction of the last round's owners whose update was clipped to the DP clip norm",
+            labels,
+            registry=self.registry,
+        )
         self.last_round = Gauge(
             "fl_round_last_completed_timestamp_seconds", "When the last round completed", labels, registry=self.registry
         )
@@ -108,6 +120,9 @@ class TrainingMetrics:
             self.loss.labels(aggregation, "train").set(result.metrics["loss"])
         if "accuracy" in result.metrics:
             self.accuracy.labels(aggregation, "train").set(result.metrics["accuracy"])
+        if "epsilon" in result.metrics:
+            self.epsilon.labels(aggregation).set(result.metrics["epsilon"])
+            self.clipped_owners.labels(aggregation).set(len(result.norm_clipped) / len(result.participants))
         self.last_round.labels(aggregation).set(time.time())
         self.write()
 

@@ -33,7 +33,8 @@ from fl.cluster import MIN_DATA_OWNERS, Cluster, Player, unreachable
 from fl.errors import DeadlineExceededError, FLError, RangeError, RoundFailedError, first_line
 from fl.local_training import OwnerTrainer, TrainingSpec
 from fl.phases import STAGES
-from fl.policies import RoundPolicy, Weighting
+from fl.policies import DistributedDP, RoundPolicy, Weighting
+from fl.privacy.mechanism import SkellamMechanism
 from fl.rounds.stages import OUTCOME_FLAGS, Report, aggregation_stage, call_on_driver, training_stage
 from fl.server_update import ServerUpdate
 
@@ -56,6 +57,7 @@ class RoundResult:
     owner_training_seconds: dict[str, float] = field(default_factory=dict)
     participants: list[str] = field(default_factory=list)  # the owners whose updates were averaged
     dropped: dict[str, str] = field(default_factory=dict)  # owners left out of the round, with the reason
+    norm_clipped: list[str] = field(default_factory=list)  # distributed DP: owners whose update was clipped to the norm
 
 
 class RoundListener(Protocol):
@@ -123,8 +125,12 @@ class RoundRunner:
         seed: int,
         policy: RoundPolicy = RoundPolicy(),
         weighting: Weighting = Weighting(),
+        privacy: DistributedDP | None = None,
     ) -> None:
-        """`policy.min_owners`: the quorum, the fewest owners whose updates a round averages (default: every owner)."""
+        """`policy.min_owners`: the quorum, the fewest owners whose updates a round averages (default: every owner).
+
+        `privacy` is calibrated here, for the model's size, the owners, the quorum and the aggregation's encoding.
+        """
         self.min_owners = quorum(policy.min_owners, len(trainers))
         self.cluster = cluster
         self.model = model
@@ -137,6 +143,18 @@ class RoundRunner:
         self.round_timeout = policy.round_timeout
         self.weighting = weighting
         self.sizes = [int(np.prod(v.shape)) for v in model.weights]
+        self.privacy = (
+            None
+            if privacy is None
+            else SkellamMechanism.calibrate(
+                privacy,
+                sum(self.sizes),
+                len(self.trainers),
+                self.min_owners,
+                aggregation.fractional_bits(),
+                aggregation.capacity(len(self.trainers)),
+            )
+        )
         self._building = threading.Lock()  # replicas and traces are made one at a time, in the owners' threads
         self._training_calls: dict[Player, Callable[..., tf.Tensor]] = {}
         self._updates: dict[Player, tf.Variable] = {}  # each owner's latest update, kept on the owner
@@ -330,6 +348,7 @@ class RoundRunner:
             owner_training_seconds={owner.name: max(at - started, 0.0) for owner, at in stamps.items()},
             participants=[owner.name for owner in stamps],
             dropped=dropped,
+            norm_clipped=[owner for owner, clipped in report.norm_clipped.items() if clipped],
         )
 
     def _aggregate(self, stage: Callable[..., tf.Tensor], deadline: float) -> np.ndarray:
@@ -343,7 +362,7 @@ class RoundRunner:
         if owners not in self._aggregation_stages:
             kept = {owner: self._updates[owner] for owner in owners}
             self._aggregation_stages[owners] = aggregation_stage(
-                kept, aggregation, self.weighting, self.server_update, self.model_owner, self.metric_count
+                kept, aggregation, self.weighting, self.server_update, self.model_owner, self.metric_count, self.privacy
             )
         return self._aggregation_stages[owners]
 

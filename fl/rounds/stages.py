@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
@@ -31,6 +32,9 @@ from fl.local_training import OwnerTrainer
 from fl.phases import STAGES
 from fl.policies import Weighting
 from fl.server_update import ServerUpdate
+
+if TYPE_CHECKING:
+    from fl.privacy.mechanism import SkellamMechanism
 
 # the driver's own device: a compiled call is issued from here, its ops run on the players
 DRIVER_DEVICE = "/job:localhost/replica:0/task:0/device:CPU:0"
@@ -58,6 +62,8 @@ class Report:
     clipped: dict[str, int]
     finite: dict[str, bool]
     overweight: dict[str, bool]
+    norm_clipped: dict[str, bool]
+    rounded: dict[str, bool]
     total_weight: float
     values: np.ndarray
     stage_ends: dict[str, float]
@@ -68,6 +74,8 @@ class Report:
         each stage's end."""
         head = [averaged.accepted, *flags, *(averaged.finite[owner] for owner in owners)]
         head += [averaged.overweight[owner] for owner in owners]
+        head += [averaged.norm_clipped[owner] for owner in owners]
+        head += [averaged.rounded[owner] for owner in owners]
         head = [tf.cast(flag, tf.float64) for flag in head]
         head += [tf.cast(averaged.clipped[owner], tf.float64) for owner in owners]
         head.append(tf.cast(averaged.total_weight, tf.float64))
@@ -79,15 +87,17 @@ class Report:
         names = [owner.name for owner in owners]
         at = 1 + len(flag_names)
         sections = []
-        for _ in range(3):  # finite, overweight, clipped
+        for _ in range(5):  # finite, overweight, norm_clipped, rounded, clipped
             sections.append(dict(zip(names, vector[at : at + len(names)])))
             at += len(names)
-        finite, overweight, clipped = sections
+        finite, overweight, norm_clipped, rounded, clipped = sections
         return cls(
             accepted=bool(vector[0]),
             flags={name: bool(v) for name, v in zip(flag_names, vector[1 : 1 + len(flag_names)])},
             finite={name: bool(v) for name, v in finite.items()},
             overweight={name: bool(v) for name, v in overweight.items()},
+            norm_clipped={name: bool(v) for name, v in norm_clipped.items()},
+            rounded={name: bool(v) for name, v in rounded.items()},
             clipped={name: int(v) for name, v in clipped.items()},
             total_weight=float(vector[at]),
             values=vector[at + 1 : -len(STAGES)],
@@ -96,17 +106,24 @@ class Report:
 
     def refusal(self, aggregation: Aggregation, values: int) -> str | None:
         """Why the aggregation refused this round, from the same rule it applied."""
-        return aggregation.refusal(self.clipped, self.finite, values, self.overweight, self.total_weight)
+        return aggregation.refusal(self.clipped, self.finite, values, self.overweight, self.total_weight, self.rounded)
 
 
 class CompiledAverage:
     """The aggregation stages alone, compiled: for benchmarks and tests, the same path a round takes.
 
     The mean stays on the output receiver, in `mean`; a call returns the report. `weights`, when given
-    to a call, are each owner's weight in [0, 1].
+    to a call, are each owner's weight in [0, 1]; under `privacy` they are ignored (uniform).
     """
 
-    def __init__(self, aggregation: Aggregation, owners: list[Player], size: int, metric_count: int = 0) -> None:
+    def __init__(
+        self,
+        aggregation: Aggregation,
+        owners: list[Player],
+        size: int,
+        metric_count: int = 0,
+        privacy: SkellamMechanism | None = None,
+    ) -> None:
         self.aggregation = aggregation
         self.owners = list(owners)
         self.size = size
@@ -116,7 +133,12 @@ class CompiledAverage:
 
         def average(*inputs: tf.Tensor) -> tf.Tensor:
             updates, weights = inputs[: len(self.owners)], inputs[len(self.owners) :]
-            averaged = aggregation.average(dict(zip(self.owners, updates)), metric_count, dict(zip(self.owners, weights)))
+            averaged = aggregation.average(
+                dict(zip(self.owners, updates)),
+                metric_count,
+                None if privacy else dict(zip(self.owners, weights)),
+                privacy,
+            )
             with tf.device(aggregation.output_receiver.device_name):
                 kept = self.mean.assign(averaged.mean)
                 with tf.control_dependencies([kept]):
@@ -164,25 +186,29 @@ def aggregation_stage(
     server_update: ServerUpdate,
     model_owner: Player,
     metric_count: int,
+    privacy: SkellamMechanism | None = None,
 ) -> Callable[..., tf.Tensor]:
     """The updates kept on these owners averaged and applied, as one call taking the round's deadline.
 
     The model owner applies the average only if accepted, finite and before the deadline by its own clock.
+    Under `privacy` the owners' metrics stay on the owners: only the noised deltas are shared.
     """
     owners = list(kept)
     model_weights = server_update.weights
     sizes = [int(np.prod(v.shape)) for v in model_weights]
+    shared_metrics = 0 if privacy else metric_count
 
     def aggregate_and_apply(deadline: tf.Tensor) -> tf.Tensor:
         updates, weights = {}, {}
         for owner in owners:
             with tf.device(owner.device_name):
                 vector = kept[owner].read_value()
-                updates[owner] = vector[:-1]
+                updates[owner] = vector[: sum(sizes) + shared_metrics]
                 weights[owner] = vector[-1] / weighting.max_weight
-        averaged = aggregation.average(updates, metric_count, weights if weighting.mode == "examples" else None)
+        uniform = privacy is not None or weighting.mode == "uniform"
+        averaged = aggregation.average(updates, shared_metrics, None if uniform else weights, privacy)
         with tf.device(model_owner.device_name):
-            parts = tf.split(averaged.mean, [*sizes, metric_count])
+            parts = tf.split(averaged.mean, [*sizes, shared_metrics])
             deltas = [tf.reshape(delta, v.shape) for v, delta in zip(model_weights, parts)]
             in_time = tf.timestamp() < deadline
             assignments, weights_finite, _ = server_update.apply(deltas, averaged.accepted & in_time)

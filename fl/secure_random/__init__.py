@@ -105,6 +105,27 @@ def mask(values: tf.Tensor, added: Sequence[tf.Tensor] = (), subtracted: Sequenc
     return _ops.fl_secure_mask(values, _seed_rows(added), _seed_rows(subtracted))
 
 
+def uniform(shape, maxval: int) -> tf.Tensor:
+    """int32 values uniform in [0, maxval), from a fresh ChaCha20 key; no fallback (see `skellam`)."""
+    if _ops is None:
+        raise InsecureRandomnessError(
+            "differential privacy needs the secure-random op for its rounding: build it with `make install`"
+        )
+    return _ops.fl_secure_random_uniform(shape, tf.constant(0, tf.int32), tf.constant(maxval, tf.int32))
+
+
+def skellam(shape, mean: float, dtype=tf.int64) -> tf.Tensor:
+    """Poisson(mean) - Poisson(mean) per element, from a fresh ChaCha20 key: the noise of distributed DP.
+
+    No fallback, not even with insecure randomness allowed: noise from a seeded generator is no privacy.
+    """
+    if _ops is None:
+        raise InsecureRandomnessError(
+            "differential privacy needs the secure-random op for its noise: build it with `make install`"
+        )
+    return _ops.fl_secure_skellam(shape, tf.constant(mean, tf.float64), dtype=dtype)
+
+
 def _seed_rows(seeds: Sequence[tf.Tensor]) -> tf.Tensor:
     return tf.stack(seeds) if seeds else tf.zeros([0, SEED_WORDS], tf.int32)
 

@@ -19,11 +19,17 @@
 // Masking adds and subtracts the full-range keystreams of several seeds to a
 // vector in one pass over memory: the keystream is made a cache-sized chunk at
 // a time and folded into the output at once, never stored as a tensor of its own.
+//
+// Skellam noise, the difference of two Poisson draws of the same mean, is sampled from
+// the keystream of a fresh key: uniform doubles from 53 keystream bits, Poisson by
+// multiplying uniforms below a mean of 10 and by Hormann's transformed rejection with
+// squeeze (PTRS, 1993) above, both exact for the mean given.
 
 #include <openssl/evp.h>
 #include <sodium.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -246,23 +252,38 @@ class SecureSeedOp : public OpKernel {
   }
 };
 
+// Reads the op's shape (input 0) and allocates its output of that shape.
+::tensorflow::Status AllocateShaped(OpKernelContext* ctx, Tensor** output) {
+  TF_RETURN_IF_ERROR(EnsureSodium());
+  TensorShape shape;
+  TF_RETURN_IF_ERROR(ReadShape(ctx, &shape));
+  return ctx->allocate_output(0, shape, output);
+}
+
+// Runs `fill` on the keystream of a fresh key from the operating system, wiped at once.
+template <typename Fill>
+::tensorflow::Status WithFreshKey(Fill fill) {
+  unsigned char key[crypto_stream_chacha20_ietf_KEYBYTES];
+  randombytes_buf(key, sizeof(key));
+  KeyStream stream(key);
+  sodium_memzero(key, sizeof(key));
+  fill(&stream);
+  return stream.ok() ? ::tensorflow::OkStatus() : CipherFailed();
+}
+
 template <typename T>
 class SeededRandomUniformOp : public OpKernel {
  public:
   explicit SeededRandomUniformOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
-    OP_REQUIRES_OK(ctx, EnsureSodium());
-    TensorShape shape;
-    OP_REQUIRES_OK(ctx, ReadShape(ctx, &shape));
     const Tensor& seed = ctx->input(1);
     OP_REQUIRES(ctx, seed.NumElements() == kSeedWords,
-                InvalidArgument("seed must hold ", kSeedWords, " int32 words, got ",
-                                seed.NumElements()));
+                InvalidArgument("seed must hold ", kSeedWords, " int32 words, got ", seed.NumElements()));
     T minval, maxval;
     OP_REQUIRES_OK(ctx, ReadBounds<T>(ctx, 2, &minval, &maxval));
     Tensor* output = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, shape, &output));
+    OP_REQUIRES_OK(ctx, AllocateShaped(ctx, &output));
     KeyStream stream(reinterpret_cast<const unsigned char*>(seed.flat<int32_t>().data()));
     FillUniform<T>(&stream, minval, maxval, output->flat<T>().data(), output->NumElements());
     OP_REQUIRES(ctx, stream.ok(), CipherFailed());
@@ -275,19 +296,73 @@ class RandomUniformOp : public OpKernel {
   explicit RandomUniformOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
-    OP_REQUIRES_OK(ctx, EnsureSodium());
-    TensorShape shape;
-    OP_REQUIRES_OK(ctx, ReadShape(ctx, &shape));
     T minval, maxval;
     OP_REQUIRES_OK(ctx, ReadBounds<T>(ctx, 1, &minval, &maxval));
     Tensor* output = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, shape, &output));
-    unsigned char key[crypto_stream_chacha20_ietf_KEYBYTES];
-    randombytes_buf(key, sizeof(key));
-    KeyStream stream(key);
-    sodium_memzero(key, sizeof(key));
-    FillUniform<T>(&stream, minval, maxval, output->flat<T>().data(), output->NumElements());
-    OP_REQUIRES(ctx, stream.ok(), CipherFailed());
+    OP_REQUIRES_OK(ctx, AllocateShaped(ctx, &output));
+    OP_REQUIRES_OK(ctx, WithFreshKey([&](KeyStream* stream) {
+                     FillUniform<T>(stream, minval, maxval, output->flat<T>().data(), output->NumElements());
+                   }));
+  }
+};
+
+
+// A uniform double in [0, 1) from the next 53 bits of the keystream.
+double NextUnit(KeyStream* stream) {
+  return static_cast<double>(stream->Next<uint64_t>() >> 11) * (1.0 / 9007199254740992.0);
+}
+
+// One Poisson draw of mean `mean` (>= 0).
+int64_t Poisson(KeyStream* stream, double mean) {
+  if (mean <= 0) return 0;
+  if (mean < 10) {  // multiply uniforms until the product falls below e^-mean
+    const double limit = std::exp(-mean);
+    int64_t count = 0;
+    double product = NextUnit(stream);
+    while (product > limit) {
+      ++count;
+      product *= NextUnit(stream);
+    }
+    return count;
+  }
+  const double root = std::sqrt(mean);
+  const double log_mean = std::log(mean);
+  const double b = 0.931 + 2.53 * root;
+  const double a = -0.059 + 0.02483 * b;
+  const double inverse_alpha = 1.1239 + 1.1328 / (b - 3.4);
+  const double accept_directly = 0.9277 - 3.6224 / (b - 2);
+  while (true) {
+    const double u = NextUnit(stream) - 0.5;
+    const double v = NextUnit(stream);
+    const double us = 0.5 - std::fabs(u);
+    const double k = std::floor((2 * a / us + b) * u + mean + 0.43);
+    if (us >= 0.07 && v <= accept_directly) return static_cast<int64_t>(k);
+    if (k < 0 || (us < 0.013 && v > us)) continue;
+    if (std::log(v) + std::log(inverse_alpha) - std::log(a / (us * us) + b) <= -mean + k * log_mean - std::lgamma(k + 1)) {
+      return static_cast<int64_t>(k);
+    }
+  }
+}
+
+// Poisson(mean) - Poisson(mean) per element, from the keystream of a fresh key.
+template <typename T>
+class SkellamOp : public OpKernel {
+ public:
+  explicit SkellamOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& mean_tensor = ctx->input(1);
+    OP_REQUIRES(ctx, ::tensorflow::TensorShapeUtils::IsScalar(mean_tensor.shape()),
+                InvalidArgument("mean must be a scalar"));
+    const double mean = mean_tensor.scalar<double>()();
+    OP_REQUIRES(ctx, std::isfinite(mean) && mean >= 0, InvalidArgument("mean must be finite and >= 0, got ", mean));
+    Tensor* output = nullptr;
+    OP_REQUIRES_OK(ctx, AllocateShaped(ctx, &output));
+    T* out = output->flat<T>().data();
+    const int64_t n = output->NumElements();
+    OP_REQUIRES_OK(ctx, WithFreshKey([&](KeyStream* stream) {
+                     for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(Poisson(stream, mean) - Poisson(stream, mean));
+                   }));
   }
 };
 
@@ -331,6 +406,15 @@ REGISTER_OP("FlSecureMask")
     .Attr("dtype: {int32, int64}")
     .SetShapeFn(::tensorflow::shape_inference::UnchangedShape);
 
+REGISTER_OP("FlSecureSkellam")
+    .Input("shape: T")
+    .Input("mean: double")
+    .Output("output: dtype")
+    .Attr("dtype: {int32, int64}")
+    .Attr("T: {int32, int64}")
+    .SetIsStateful()
+    .SetShapeFn(::tensorflow::shape_inference::RandomShape);
+
 REGISTER_KERNEL_BUILDER(Name("FlSecureSeed").Device(::tensorflow::DEVICE_CPU),
                         fl_secure_random::SecureSeedOp);
 
@@ -355,3 +439,10 @@ FL_REGISTER_UNIFORM(int8_t);
 FL_REGISTER_UNIFORM(int16_t);
 FL_REGISTER_UNIFORM(int32_t);
 FL_REGISTER_UNIFORM(int64_t);
+
+REGISTER_KERNEL_BUILDER(
+    Name("FlSecureSkellam").Device(::tensorflow::DEVICE_CPU).HostMemory("shape").TypeConstraint<int32_t>("dtype"),
+    fl_secure_random::SkellamOp<int32_t>);
+REGISTER_KERNEL_BUILDER(
+    Name("FlSecureSkellam").Device(::tensorflow::DEVICE_CPU).HostMemory("shape").TypeConstraint<int64_t>("dtype"),
+    fl_secure_random::SkellamOp<int64_t>);
