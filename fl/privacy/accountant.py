@@ -12,13 +12,14 @@ Rounds restored from a checkpoint are counted at the quorum's noise, the least t
 from __future__ import annotations
 
 import numpy as np
-from dp_accounting.rdp import RdpAccountant, compute_epsilon
+from dp_accounting.rdp import compute_epsilon
+from dp_accounting.rdp.rdp_privacy_accountant import DEFAULT_RDP_ORDERS
 
 from fl.errors import FLError
 from fl.privacy.mechanism import SkellamMechanism
 from fl.rounds import RoundResult
 
-ORDERS = np.asarray(RdpAccountant()._orders, dtype=np.float64)
+ORDERS = np.asarray(DEFAULT_RDP_ORDERS, dtype=np.float64)
 
 
 def skellam_rdp(orders: np.ndarray, l1: float, l2: float, mean: float) -> np.ndarray:
@@ -41,6 +42,7 @@ class PrivacyAccountant:
         self.target_epsilon = mechanism.settings.target_epsilon
         self.rdp = np.zeros_like(ORDERS)
         self.rounds = 0
+        self.quorum_round_rdp = round_rdp(mechanism, mechanism.quorum)  # a round with the fewest owners: the most it costs
 
     @property
     def epsilon(self) -> float:
@@ -48,19 +50,24 @@ class PrivacyAccountant:
 
     def epsilon_after(self, rounds: int) -> float:
         """Epsilon once `rounds` more rounds at the quorum's noise are spent."""
-        return float(compute_epsilon(ORDERS, self.rdp + rounds * round_rdp(self.mechanism, self.mechanism.quorum), self.delta)[0])
+        return float(compute_epsilon(ORDERS, self.rdp + rounds * self.quorum_round_rdp, self.delta)[0])
 
     def restore(self, completed_rounds: int) -> None:
         """A resumed run's earlier rounds, counted at the quorum's noise."""
-        self.rdp = completed_rounds * round_rdp(self.mechanism, self.mechanism.quorum)
+        self.rdp = completed_rounds * self.quorum_round_rdp
         self.rounds = completed_rounds
 
-    def check_budget(self) -> str | None:
-        """Why the next round may not run (it would spend more than the target), or None."""
+    def _over_target(self) -> float | None:
+        """Epsilon after the next round, when that is above the target (else None)."""
         if self.target_epsilon is None:
             return None
         after = self.epsilon_after(1)
-        if after <= self.target_epsilon:
+        return after if after > self.target_epsilon else None
+
+    def check_budget(self) -> str | None:
+        """Why the next round may not run (it would spend more than the target), or None."""
+        after = self._over_target()
+        if after is None:
             return None
         return (
             f"stopped before round {self.rounds}: it would bring epsilon to {after:.4g}, above --dp-target-epsilon "
@@ -69,10 +76,11 @@ class PrivacyAccountant:
 
     def check_first_round(self) -> None:
         """A target that not even one more round can meet is a bad setting, refused before training."""
-        if self.target_epsilon is not None and self.epsilon_after(1) > self.target_epsilon:
+        after = self._over_target()
+        if after is not None:
             raise FLError(
                 f"--dp-target-epsilon {self.target_epsilon:g}: {'one round' if not self.rounds else 'the next round'} "
-                f"already brings epsilon to {self.epsilon_after(1):.4g} at delta {self.delta:g}; raise the target "
+                f"already brings epsilon to {after:.4g} at delta {self.delta:g}; raise the target "
                 "or --dp-noise-multiplier"
             )
 

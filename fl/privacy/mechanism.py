@@ -31,6 +31,8 @@ ROUNDING_BETA = math.exp(-0.5)
 # ... so an owner draws at most this often (failure below 1e-13) before it refuses the round
 ROUNDING_ATTEMPTS = 64
 UNIFORM_BITS = 24
+# the rounded update's norm bound over the clip, at most (for a lattice this fine), in the float32 estimate below
+ROUNDING_INFLATION = 1.1
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class SkellamMechanism:
     ) -> SkellamMechanism:
         """The finest lattice that both the aggregation's encoding (`fractional_bits`, None: any) and a float32
         hold; refused in one line when the sum of `owners` noised updates would not fit `capacity` (per input)."""
-        per_owner = settings.clip_norm * (1 + NOISE_TAIL * settings.noise_multiplier * 1.1 / math.sqrt(quorum))
+        per_owner = settings.clip_norm * (1 + NOISE_TAIL * settings.noise_multiplier * ROUNDING_INFLATION / math.sqrt(quorum))
         bits = math.floor(math.log2(FLOAT32_EXACT / per_owner)) - 1
         if fractional_bits is not None:
             bits = min(bits, fractional_bits)
@@ -131,10 +133,3 @@ class SkellamMechanism:
 
         _, rounded = tf.while_loop(again, lambda attempt, _: (attempt + 1, draw()), (tf.constant(1), draw()))
         return rounded, tf.reduce_sum(tf.square(rounded)) <= bound
-
-    def describe(self) -> str:
-        s = self.settings
-        return (
-            f"distributed DP (Skellam): clip {s.clip_norm:g}, noise multiplier {s.noise_multiplier:g}, lattice 2^-"
-            f"{self.lattice_bits}, each owner's mean {self.owner_mean:.4g} sized for {self.quorum} owners, delta {s.delta:g}"
-        )

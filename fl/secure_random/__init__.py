@@ -107,11 +107,8 @@ def mask(values: tf.Tensor, added: Sequence[tf.Tensor] = (), subtracted: Sequenc
 
 def uniform(shape, maxval: int) -> tf.Tensor:
     """int32 values uniform in [0, maxval), from a fresh ChaCha20 key; no fallback (see `skellam`)."""
-    if _ops is None:
-        raise InsecureRandomnessError(
-            "differential privacy needs the secure-random op for its rounding: build it with `make install`"
-        )
-    return _ops.fl_secure_random_uniform(shape, tf.constant(0, tf.int32), tf.constant(maxval, tf.int32))
+    ops = _required_for_privacy("rounding")
+    return ops.fl_secure_random_uniform(shape, tf.constant(0, tf.int32), tf.constant(maxval, tf.int32))
 
 
 def skellam(shape, mean: float, dtype=tf.int64) -> tf.Tensor:
@@ -119,11 +116,16 @@ def skellam(shape, mean: float, dtype=tf.int64) -> tf.Tensor:
 
     No fallback, not even with insecure randomness allowed: noise from a seeded generator is no privacy.
     """
+    return _required_for_privacy("noise").fl_secure_skellam(shape, tf.constant(mean, tf.float64), dtype=dtype)
+
+
+def _required_for_privacy(use: str) -> types.ModuleType:
+    """The op library, or the refusal: DP has no fallback, not even with insecure randomness allowed."""
     if _ops is None:
         raise InsecureRandomnessError(
-            "differential privacy needs the secure-random op for its noise: build it with `make install`"
+            f"differential privacy needs the secure-random op for its {use}: build it with `make install`"
         )
-    return _ops.fl_secure_skellam(shape, tf.constant(mean, tf.float64), dtype=dtype)
+    return _ops
 
 
 def _seed_rows(seeds: Sequence[tf.Tensor]) -> tf.Tensor:
