@@ -21,6 +21,9 @@ TRAIN_SETTINGS := ROUNDS_PER_EPOCH BATCH_SIZE LOCAL_EPOCHS LEARNING_RATE HIDDEN_
 # how `make up` gives the owners their data, forwarded when set: make up PARTITION=dirichlet ALPHA=0.3 SPLIT_SEED=1, or DATA=DIR
 UP_SETTINGS := PARTITION ALPHA DATA
 flag = $(if $($(1)),--$(subst _,-,$(shell echo $(1) | tr A-Z a-z)) $($(1)))
+# the switches among them: set to 1, or left unset
+TRAIN_SWITCHES := RESUME DP_CENTRAL
+switch = $(if $(filter-out 1,$($(1))),$(error $(1)=$($(1)): set it to 1 or leave it unset),$(if $($(1)),--$(subst _,-,$(shell echo $(1) | tr A-Z a-z))))
 # make run SCRIPT=examples/cnn_digits.py ARGS="--rounds 10": your script as the cluster's driver
 SCRIPT ?=
 ARGS ?=
@@ -65,7 +68,8 @@ up: $(if $(filter docker,$(RESOLVED_BACKEND)),images)
 
 train:
 	$(FL) train --aggregation $(AGGREGATION) --epochs $(EPOCHS) --state-dir $(STATE_DIR) \
-		$(foreach setting,$(TRAIN_SETTINGS),$(call flag,$(setting))) --json $(RESULTS)/train-$(AGGREGATION).json
+		$(foreach setting,$(TRAIN_SETTINGS),$(call flag,$(setting))) $(foreach setting,$(TRAIN_SWITCHES),$(call switch,$(setting))) \
+		--json $(RESULTS)/train-$(AGGREGATION).json
 
 run:
 	@test -n "$(SCRIPT)" || { echo "make run: say which script, e.g. make run SCRIPT=examples/cnn_digits.py" >&2; exit 2; }

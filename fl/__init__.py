@@ -24,6 +24,7 @@ _PUBLIC = {
     "OwnerData": "fl.data",
     "OwnerPipeline": "fl.data.pipelines",
     "shuffled": "fl.data.pipelines",
+    "DifferentialPrivacy": "fl.policies",
     "LocalTraining": "fl.policies",
     "RangePolicy": "fl.policies",
     "RoundPolicy": "fl.policies",

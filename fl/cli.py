@@ -92,17 +92,24 @@ def _parser() -> argparse.ArgumentParser:
     split.add_argument("--config", type=Path, default=DEFAULT_STATE_DIR / "cluster.json", help="cluster file")
     split.set_defaults(run=_split)
 
-    bench = commands.add_parser("bench", help="latency and bytes of each aggregation vs plaintext")
-    bench.add_argument("--mode", choices=["quick", "full"], default="quick", help="quick: a few minutes on 2 cores")
-    bench.add_argument("--backend", choices=["local", "docker"], default="local", help="docker: wire bytes, network profiles")
-    bench.add_argument("--profiles", nargs="+", default=["lan"], help="docker only: lan, wan, slow-wan (tc netem)")
+    bench = commands.add_parser("bench", help="latency and bytes of each aggregation vs plaintext; what DP costs")
+    bench.add_argument(
+        "--mode",
+        choices=["quick", "full", "privacy"],
+        default="quick",
+        help="quick: a few minutes on 2 cores; privacy: accuracy against epsilon, distributed next to central DP",
+    )
+    bench.add_argument("--backend", choices=["local", "docker"], help="docker: wire bytes, network profiles (default local)")
+    bench.add_argument("--profiles", nargs="+", help="docker only: lan (default), wan, slow-wan (tc netem)")
     bench.add_argument("--tls", nargs="+", choices=["on", "off"], help="docker only: links with and/or without mutual TLS")
     bench.add_argument("--aggregations", nargs="+", choices=AGGREGATIONS, help="narrow the sweep to these aggregations")
     bench.add_argument("--owners", type=int, nargs="+", help="override the mode's numbers of data owners")
     bench.add_argument("--sizes", type=int, nargs="+", help="override the mode's update sizes")
-    bench.add_argument("--peers", nargs="+", choices=["flower", "none"], default=["flower"], help="frameworks to compare with")
+    bench.add_argument("--peers", nargs="+", choices=["flower", "none"], help="frameworks to compare with (default flower)")
     bench.add_argument("--peer-owners", type=int, nargs="+", help="override the mode's clients for the peers")
     bench.add_argument("--peer-sizes", type=int, nargs="+", help="override the mode's update sizes for the peers")
+    bench.add_argument("--noise-multipliers", type=float, nargs="+", help="privacy only: the DP noise multipliers to train at")
+    bench.add_argument("--repeats", type=int, help="privacy only: training runs of each setting (default 5)")
     bench.add_argument("--out", type=Path, default=Path("results/bench"))
     bench.set_defaults(run=_bench)
 
@@ -288,12 +295,24 @@ def _split(args) -> None:
     print(json.dumps(meta.train_examples), f"test examples on {cluster.model_owner.name}: {meta.test_examples}")
 
 
+# the flags each kind of benchmark reads; another kind's flag is refused, not ignored
+SWEEP_FLAGS = ("backend", "profiles", "tls", "sizes", "peers", "peer_owners", "peer_sizes")
+PRIVACY_FLAGS = ("noise_multipliers", "repeats")
+
+
 def _bench(args) -> None:
     from dataclasses import asdict, replace
 
     from fl.bench import report, sweep
 
-    settings = replace(sweep.QUICK if args.mode == "quick" else sweep.FULL, backend=args.backend, profiles=tuple(args.profiles))
+    if args.mode == "privacy":
+        return _bench_privacy(args)
+    _refuse_flags(args, PRIVACY_FLAGS, "only with --mode privacy")
+    settings = replace(
+        sweep.QUICK if args.mode == "quick" else sweep.FULL,
+        backend=args.backend or "local",
+        profiles=tuple(args.profiles or ["lan"]),
+    )
     if args.tls:
         settings = replace(settings, tls=tuple(choice == "on" for choice in args.tls))
     if args.aggregations:
@@ -306,7 +325,7 @@ def _bench(args) -> None:
         settings = replace(settings, peer_owners=tuple(args.peer_owners))
     if args.peer_sizes:
         settings = replace(settings, peer_sizes=tuple(args.peer_sizes))
-    settings = replace(settings, peers=tuple(name for name in args.peers if name != "none"))
+    settings = replace(settings, peers=tuple(name for name in args.peers or ["flower"] if name != "none"))
     print(f"bench ({args.mode}): {settings}")
     result = sweep.run(settings)
     outputs = report.write(result, {"mode": args.mode, **asdict(settings)}, args.out)
@@ -314,6 +333,37 @@ def _bench(args) -> None:
     for peer, reason in result.unavailable_peers.items():
         print(f"{peer} did not run: {reason}")
     print("wrote " + ", ".join(str(path) for path in outputs.values()))
+
+
+def _bench_privacy(args) -> None:
+    from dataclasses import asdict, replace
+
+    from fl.bench import privacy, privacy_report
+
+    _refuse_flags(args, SWEEP_FLAGS, "not with --mode privacy (it trains on a local cluster of its own)")
+    settings = privacy.PrivacyBenchSettings()
+    for flag, values in (("--owners", args.owners), ("--aggregations", args.aggregations)):
+        if values and len(values) != 1:
+            raise FLError(f"{flag} {' '.join(map(str, values))}: --mode privacy takes one value")
+    if args.owners:
+        settings = replace(settings, owners=args.owners[0])
+    if args.aggregations:
+        settings = replace(settings, aggregation=args.aggregations[0])
+    if args.noise_multipliers:
+        settings = replace(settings, noise_multipliers=tuple(args.noise_multipliers))
+    if args.repeats is not None:
+        settings = replace(settings, repeats=args.repeats)
+    print(f"bench (privacy): {settings}")
+    rows = privacy.run(settings)
+    outputs = privacy_report.write(rows, asdict(settings), args.out)
+    print(privacy_report.markdown(rows, asdict(settings)))
+    print("wrote " + ", ".join(str(path) for path in outputs.values()))
+
+
+def _refuse_flags(args, names: tuple[str, ...], why: str) -> None:
+    given = [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) is not None]
+    if given:
+        raise FLError(f"{', '.join(given)}: {why}")
 
 
 def _train(args) -> int | None:

@@ -13,7 +13,7 @@ scope and `compile` is intercepted: a compiled model whose weights are not on th
 owner is refused, and a model that passes gets federated `fit` and `evaluate`. The round's
 settings come as small dataclasses (fl/policies.py): the owners' `LocalTraining`, the
 model owner's `ServerOptimizer`, the `Weighting` of the average, the `RoundPolicy`, and
-`DistributedDP` when the revealed sums must be differentially private (fl/privacy/): then
+`DifferentialPrivacy` when the revealed sums must be differentially private (fl/privacy/): then
 `fit`'s logs carry `epsilon` after every round instead of the owners' training metrics.
 """
 
@@ -36,7 +36,7 @@ from fl.errors import FLError, LocalityError
 from fl.local_training import OwnerTrainer, TrainingSpec, training_spec, unpack, weighted
 from fl.local_training import batch_size as batch_size_of
 from fl.metrics.training import TrainingMetrics
-from fl.policies import DistributedDP, LocalTraining, RoundPolicy, ServerOptimizer, Weighting
+from fl.policies import DifferentialPrivacy, LocalTraining, RoundPolicy, ServerOptimizer, Weighting
 from fl.privacy.accountant import PrivacyAccountant
 from fl.rounds import RoundListener, RoundResult, RoundRunner
 from fl.server_update import ServerUpdate
@@ -56,7 +56,7 @@ class FederatedLearning:
         server: ServerOptimizer = ServerOptimizer(),
         weighting: Weighting | str | None = None,
         rounds: RoundPolicy = RoundPolicy(),
-        privacy: DistributedDP | None = None,
+        privacy: DifferentialPrivacy | None = None,
         seed: int = 0,
         round_listeners: Sequence[RoundListener] = (),
     ) -> None:
@@ -79,7 +79,7 @@ class FederatedLearning:
         self.weighting = Weighting(weighting) if isinstance(weighting, str) else weighting
         if privacy and self.weighting.mode != "uniform":
             raise FLError(
-                "distributed DP averages uniformly: a weight would let one owner move the sum by more than the clip; "
+                "DP averages uniformly: a weight would let one owner move the sum by more than the clip; "
                 "use weighting uniform (fl train --weighting uniform)"
             )
         self.privacy = privacy
@@ -163,7 +163,7 @@ class FederatedLearning:
         )
         proximal = f", FedProx mu {self.local.proximal_mu:g}" if self.local.proximal_mu else ""
         private = (
-            f"; distributed DP: clip {self.privacy.clip_norm:g}, noise multiplier {self.privacy.noise_multiplier:g}"
+            f"; {self.privacy.name}: clip {self.privacy.clip_norm:g}, noise multiplier {self.privacy.noise_multiplier:g}"
             if self.privacy
             else ""
         )

@@ -127,17 +127,25 @@ class LocalTraining:
 
 
 @dataclass(frozen=True)
-class DistributedDP:
+class DifferentialPrivacy:
     """Owner-level differential privacy of the revealed sum: each owner clips to `clip_norm` and adds its share of
     noise of standard deviation `noise_multiplier` x (the clip, on the lattice) over the quorum (fl/privacy/).
 
-    The average is uniform under DP: a weight would let one owner's update move the sum by more than the clip.
+    `central`: the baseline distributed DP is measured against. Owners only clip, and the model owner adds
+    Gaussian noise of standard deviation `noise_multiplier` x `clip_norm` once to the revealed sum, so it is
+    trusted with the un-noised sum. The average is uniform under DP: a weight would let one owner's update
+    move the sum by more than the clip.
     """
 
     noise_multiplier: float
     clip_norm: float = 1.0
     delta: float = 1e-5
     target_epsilon: float | None = None
+    central: bool = False
+
+    @property
+    def name(self) -> str:
+        return "central DP" if self.central else "distributed DP"
 
     def __post_init__(self) -> None:
         if not self.noise_multiplier > 0:

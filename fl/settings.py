@@ -18,7 +18,7 @@ from fl.policies import (
     OUT_OF_RANGE_POLICIES,
     SERVER_OPTIMIZERS,
     WEIGHTINGS,
-    DistributedDP,
+    DifferentialPrivacy,
     LocalTraining,
     RangePolicy,
     RoundPolicy,
@@ -84,13 +84,20 @@ class TrainSettings:
         type=float,
     )
     dp_clip_norm: float | None = setting(
-        None, f"distributed DP: the L2 norm each owner's update is clipped to (default {DistributedDP.clip_norm:g})", type=float
+        None,
+        f"DP: the L2 norm each owner's update is clipped to (default {DifferentialPrivacy.clip_norm:g})",
+        type=float,
     )
     dp_delta: float | None = setting(
-        None, f"distributed DP: the delta of (epsilon, delta) (default {DistributedDP.delta:g})", type=float
+        None, f"DP: the delta of (epsilon, delta) (default {DifferentialPrivacy.delta:g})", type=float
     )
     dp_target_epsilon: float | None = setting(
-        None, "distributed DP: stop training before a round would spend more than this epsilon", type=float
+        None, "DP: stop training before a round would spend more than this epsilon", type=float
+    )
+    dp_central: bool = setting(
+        False,
+        "central DP instead, the baseline: owners only clip, and the model owner adds Gaussian noise of this scale "
+        "once to the sum it is revealed (it sees the un-noised sum)",
     )
 
     def __post_init__(self) -> None:
@@ -124,16 +131,18 @@ class TrainSettings:
         return Weighting(self.weighting or default, self.max_weight)
 
     @property
-    def privacy(self) -> DistributedDP | None:
-        given = {name: getattr(self, f"dp_{name}") for name in ("clip_norm", "delta", "target_epsilon")}
+    def privacy(self) -> DifferentialPrivacy | None:
+        given = {name: getattr(self, f"dp_{name}") for name in ("clip_norm", "delta", "target_epsilon", "central")}
         if self.dp_noise_multiplier is None:
-            stray = [f"--dp-{flag_name(name)}" for name, value in given.items() if value is not None]
+            stray = [f"--dp-{flag_name(name)}" for name, value in given.items() if value not in (None, False)]
             if stray:
                 raise FLError(f"{', '.join(stray)} without --dp-noise-multiplier: DP is off; give the noise multiplier too")
             return None
         if self.weighting == "examples":
-            raise FLError("--weighting examples with --dp-noise-multiplier: distributed DP averages uniformly; drop --weighting")
-        return DistributedDP(self.dp_noise_multiplier, **{name: value for name, value in given.items() if value is not None})
+            raise FLError("--weighting examples with --dp-noise-multiplier: DP averages uniformly; drop --weighting")
+        return DifferentialPrivacy(
+            self.dp_noise_multiplier, **{name: value for name, value in given.items() if value is not None}
+        )
 
 
 # how a run is carried out, not what it computes: a resumed run may change them

@@ -216,6 +216,7 @@ def _privacy_summary(federated: FederatedLearning) -> dict:
         "epsilon_by_round": {r.index: r.metrics["epsilon"] for r in rounds},
         "epsilon": rounds[-1].metrics["epsilon"],
         "delta": federated.privacy.delta,
+        "privacy": federated.privacy.name,
         "clipped_owners_by_round": {r.index: len(r.norm_clipped) / len(r.participants) for r in rounds},
     }
 

@@ -4,12 +4,15 @@ import json
 from dataclasses import asdict, replace
 
 import pytest
+from dp_accounting import GaussianDpEvent, SelfComposedDpEvent
+from dp_accounting.rdp import RdpAccountant
 from report_page import ReportPage
 
 from fl.aggregation.base import WEIGHT_SLOTS
 from fl.backends.local import LocalBackend
-from fl.bench import flower, report, sweep
+from fl.bench import flower, privacy, privacy_report, report, sweep
 from fl.errors import FLError
+from fl.privacy.accountant import ORDERS
 
 TINY = sweep.SweepSettings(owners=(3,), sizes=(1_000, 20_000), aggregations=("additive", "plaintext"), rounds=2)
 
@@ -118,3 +121,39 @@ def test_a_sweep_the_local_backend_cannot_run_is_refused_before_any_cluster_star
 
 def _must_not_start(*args, **kwargs):
     raise AssertionError("a cluster was started for a sweep that was going to be refused")
+
+
+@pytest.mark.cluster
+def test_the_privacy_bench_trains_each_setting_and_plots_accuracy_against_the_epsilon_it_spent(tmp_path):
+    settings = privacy.PrivacyBenchSettings(owners=3, noise_multipliers=(1.0,), epochs=2, repeats=2, cost_size=20_000)
+    rows = privacy.run(settings, verbose=0)
+    accuracy = [row for row in rows if row["kind"] == "accuracy"]
+    assert [(row["privacy"], row["seed"]) for row in accuracy] == [
+        (privacy_mode, seed) for privacy_mode in ("none", "distributed", "central") for seed in (0, 1)
+    ]
+    library = RdpAccountant(ORDERS)
+    library.compose(SelfComposedDpEvent(GaussianDpEvent(1.0), 2))
+    spent = {mode: {row["epsilon"] for row in accuracy if row["privacy"] == mode} for mode in ("none", "distributed", "central")}
+    assert spent["none"] == {None} and len(spent["central"]) == len(spent["distributed"]) == 1
+    (central,), (distributed,) = spent["central"], spent["distributed"]
+    assert central == pytest.approx(library.get_epsilon(1e-5), rel=1e-9)
+    assert central < distributed < 1.01 * central
+    assert all(row["rounds"] == 2 and 0 <= row["test_accuracy"] <= 1 for row in accuracy)
+    cost = {row["privacy"]: row for row in rows if row["kind"] == "cost"}
+    assert set(cost) == {"none", "distributed"} and all(row["median_seconds"] > 0 for row in cost.values())
+    outputs = privacy_report.write(rows, asdict(settings), tmp_path)
+    assert outputs["accuracy_vs_epsilon"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = ReportPage(outputs["html"])
+    assert page.title == "Distributed DP against central DP" and page.plots == [(770, 495)]
+    assert [row[0] for row in page.tables[0][1:]] == ["none", "distributed", "central"]
+    assert page.tables[1][1][0] == "1"  # the gap at noise multiplier 1
+
+
+def test_the_gap_between_distributed_and_central_dp_comes_with_its_standard_error():
+    summary = [
+        {"privacy": "none", "noise_multiplier": None, "mean_accuracy": 0.95, "accuracy_stdev": 0.01, "runs": 4},
+        {"privacy": "distributed", "noise_multiplier": 0.5, "mean_accuracy": 0.86, "accuracy_stdev": 0.03, "runs": 4},
+        {"privacy": "central", "noise_multiplier": 0.5, "mean_accuracy": 0.85, "accuracy_stdev": 0.04, "runs": 4},
+    ]
+    ((z, (gap, error)),) = privacy.gaps(summary).items()
+    assert z == 0.5 and gap == pytest.approx(0.01) and error == pytest.approx(0.025)  # sqrt(0.03^2/4 + 0.04^2/4)

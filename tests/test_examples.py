@@ -9,7 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from dp_accounting import GaussianDpEvent, SelfComposedDpEvent
+from dp_accounting.rdp import RdpAccountant
 from report_page import ReportPage
+
+from fl.privacy.accountant import ORDERS
 
 pytestmark = pytest.mark.cluster
 
@@ -70,6 +74,18 @@ def test_the_cnn_and_non_iid_examples_train_on_digits(testbed, tmp_path):
     assert page.facts() == {"script": "non_iid.py", "arguments": "--rounds 3", "outcome": "exit 0"}
     assert len(page.plots) == 4 and page.plots[0] == (1000, 360)  # the loss and the accuracy, by round
     assert "None: every round averaged every owner." in page.paragraphs
+
+
+def test_the_dp_example_spends_the_gaussian_epsilon_centrally_and_about_as_much_distributed(testbed, tmp_path):
+    split(testbed, "digits")
+    result = run_example(testbed, copy_example("distributed_dp.py", tmp_path), "--rounds", "3", "--noise-multiplier", "0.7")
+    library = RdpAccountant(ORDERS)
+    library.compose(SelfComposedDpEvent(GaussianDpEvent(0.7), 3))
+    central, distributed = result["central DP"], result["distributed DP"]
+    assert central["epsilon"] == pytest.approx(library.get_epsilon(1e-5), rel=1e-9), result
+    # Skellam on a fine lattice: a little more than the Gaussian, for the rounding's slack in the sensitivity
+    assert central["epsilon"] < distributed["epsilon"] < 1.01 * central["epsilon"], result
+    assert all(0 <= run["test_accuracy"] <= 1 for run in (central, distributed)), result
 
 
 def test_a_script_gets_its_cluster_and_arguments_and_its_exit_code_is_fl_runs(testbed, tmp_path):

@@ -72,15 +72,17 @@ def test_a_frozen_player_fails_the_round_by_name_well_within_its_deadline_then_t
     three_owners, victim, aggregation
 ):
     report = frozen(three_owners, victim, aggregation)
+    assert report["frozen"]
     assert f"round 1 failed: not answering: {victim}; the model owner's weights are unchanged" in report["error"]
     assert report["weights_unchanged"]
-    assert report["seconds"] < 15  # frozen at 1 s, found by the probes every 2 s (each waits 2 s for an answer)
+    assert report["seconds"] < 15  # frozen mid-training, found by the probes every 2 s (each waits 2 s for an answer)
     assert report["rounds_after_thaw"] == 1
 
 
 @pytest.mark.parametrize("aggregation", ["additive", "pond"])
 def test_with_a_quorum_rounds_go_on_without_a_frozen_owner_and_take_it_back_once_thawed(three_owners, aggregation):
     report = frozen(three_owners, "data-owner-1", aggregation, "2")
+    assert report["frozen"]
     assert report["error"] is None  # both rounds of the fit completed, with two owners each
     others = ["data-owner-0", "data-owner-2"]
     assert [r["participants"] for r in report["rounds"]] == [others, others], report

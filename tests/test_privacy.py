@@ -17,9 +17,10 @@ from fl import secure_random
 from fl.aggregation.additive import AdditiveSecureAverage
 from fl.aggregation.registry import make_aggregation
 from fl.errors import FLError, InsecureRandomnessError, RangeError
-from fl.policies import DistributedDP
-from fl.privacy.accountant import PrivacyAccountant
-from fl.privacy.mechanism import SkellamMechanism
+from fl.policies import DifferentialPrivacy
+from fl.privacy.accountant import ORDERS, PrivacyAccountant
+from fl.privacy.gaussian import GaussianMechanism
+from fl.privacy.skellam import SkellamMechanism
 from fl.rounds import CompiledAverage, RoundResult
 from fl.settings import TrainSettings
 from fl.train import train
@@ -45,7 +46,7 @@ def lattice_updates(cluster) -> tuple[dict, np.ndarray]:
 
 
 def mechanism(owners: int, noise_multiplier: float = 1.0) -> SkellamMechanism:
-    return SkellamMechanism(DistributedDP(noise_multiplier), SIZE, owners, LATTICE_BITS)
+    return SkellamMechanism(DifferentialPrivacy(noise_multiplier), SIZE, owners, LATTICE_BITS)
 
 
 @pytest.mark.parametrize("protocol", ["additive", "pond", "aby3"])
@@ -68,6 +69,24 @@ def test_the_revealed_sums_carry_integer_noise_of_the_configured_variance(cluste
     assert abs(errors.mean()) < Z * math.sqrt(variance / samples)
     # the sample variance's standard error: sqrt((2 + excess kurtosis) / n), Skellam's excess kurtosis is 1/variance
     assert abs(errors.var() / variance - 1) < Z * math.sqrt((2 + 1 / variance) / samples)
+
+
+def test_central_dp_adds_gaussian_noise_of_the_configured_deviation_once_to_the_revealed_sum(cluster):
+    owners = cluster.data_owners
+    updates, total = lattice_updates(cluster)  # norms near 0.06, inside the clip of 1
+    privacy = GaussianMechanism(DifferentialPrivacy(2.0, central=True), SIZE, len(owners))
+    compiled = CompiledAverage(make_aggregation("plaintext", cluster), owners, SIZE, privacy=privacy)
+    errors = []
+    for _ in range(ROUNDS):
+        report = compiled(updates)
+        assert report.accepted and not any(report.norm_clipped.values())
+        errors.append(compiled.mean.numpy().astype(np.float64) * len(owners) - total * 2.0**-LATTICE_BITS)
+    errors = np.concatenate(errors) / 2.0  # in units of the configured deviation, noise_multiplier x clip_norm
+    samples = errors.size
+    assert abs(errors.mean()) < Z / math.sqrt(samples)
+    assert abs(errors.var() - 1) < Z * math.sqrt(2 / samples)
+    excess_kurtosis = np.mean(errors**4) / errors.var() ** 2 - 3  # a Gaussian's is 0, its standard error sqrt(24 / n)
+    assert abs(excess_kurtosis) < Z * math.sqrt(24 / samples)
 
 
 class RecordingAdditive(AdditiveSecureAverage):
@@ -107,7 +126,7 @@ def test_the_model_owner_receives_noised_partial_sums_only(cluster):
 
 def test_in_the_gaussian_limit_the_accountant_gives_dp_accountings_gaussian_epsilon():
     """Skellam with a large mean is the Gaussian mechanism: its epsilon must meet the library's, from above."""
-    privacy = SkellamMechanism(DistributedDP(1.1, delta=1e-5), 4810, 5, 20)
+    privacy = SkellamMechanism(DifferentialPrivacy(1.1, delta=1e-5), 4810, 5, 20)
     accountant = PrivacyAccountant(privacy)
     for index in range(100):
         accountant.round_completed(RoundResult(index, {}, 0.0, participants=[f"owner-{i}" for i in range(5)]))
@@ -117,8 +136,17 @@ def test_in_the_gaussian_limit_the_accountant_gives_dp_accountings_gaussian_epsi
     assert expected <= accountant.epsilon <= expected * 1.001
 
 
+def test_central_dp_spends_exactly_dp_accountings_gaussian_epsilon():
+    accountant = PrivacyAccountant(GaussianMechanism(DifferentialPrivacy(1.1, central=True), 4810, 5))
+    for index in range(100):
+        accountant.round_completed(RoundResult(index, {}, 0.0, participants=["a", "b", "c"]))
+    library = RdpAccountant(ORDERS)
+    library.compose(SelfComposedDpEvent(GaussianDpEvent(1.1), 100))
+    assert accountant.epsilon == pytest.approx(library.get_epsilon(1e-5), rel=1e-12)
+
+
 def test_a_round_with_owners_left_out_spends_more_and_a_resumed_run_counts_its_earlier_rounds():
-    privacy = SkellamMechanism(DistributedDP(1.0), 4810, 3, 20)  # 5 owners, the noise sized for a quorum of 3
+    privacy = SkellamMechanism(DifferentialPrivacy(1.0), 4810, 3, 20)  # 5 owners, the noise sized for a quorum of 3
     full, quorum, resumed = PrivacyAccountant(privacy), PrivacyAccountant(privacy), PrivacyAccountant(privacy)
     full.round_completed(RoundResult(0, {}, 0.0, participants=["a", "b", "c", "d", "e"]))
     quorum.round_completed(RoundResult(0, {}, 0.0, participants=["a", "b", "c"]))
@@ -127,7 +155,7 @@ def test_a_round_with_owners_left_out_spends_more_and_a_resumed_run_counts_its_e
 
 
 def test_a_target_epsilon_stops_before_the_round_that_would_exceed_it():
-    privacy = SkellamMechanism(DistributedDP(1.0, target_epsilon=6.0), 4810, 3, 20)
+    privacy = SkellamMechanism(DifferentialPrivacy(1.0, target_epsilon=6.0), 4810, 3, 20)
     accountant = PrivacyAccountant(privacy)
     rounds = 0
     while accountant.check_budget() is None:
@@ -138,7 +166,7 @@ def test_a_target_epsilon_stops_before_the_round_that_would_exceed_it():
 
 
 def test_a_target_that_no_round_can_meet_is_refused_in_one_line():
-    accountant = PrivacyAccountant(SkellamMechanism(DistributedDP(1.0, target_epsilon=0.5), 4810, 3, 20))
+    accountant = PrivacyAccountant(SkellamMechanism(DifferentialPrivacy(1.0, target_epsilon=0.5), 4810, 3, 20))
     with pytest.raises(FLError, match=r"^--dp-target-epsilon 0.5: one round already brings epsilon to 4\.\d+ at delta 1e-05"):
         accountant.check_first_round()
 
@@ -149,14 +177,14 @@ def test_noise_that_the_ring_cannot_hold_is_refused_before_anything_runs():
         match=r"^distributed DP: the sum of 3 updates clipped to 10 with noise multiplier 1 .*"
         r"raise --value-range \(a wider ring\) or lower --dp-clip-norm$",
     ):
-        SkellamMechanism.calibrate(DistributedDP(1.0, clip_norm=10.0), 4810, 3, 3, 24, capacity=2.0)
+        SkellamMechanism.calibrate(DifferentialPrivacy(1.0, clip_norm=10.0), 4810, 3, 3, 24, capacity=2.0)
 
 
 def test_fl_train_under_dp_states_epsilon_by_round_stops_at_the_target_and_resumes_the_accounting(cluster_state, tmp_path):
     config = str(cluster_state.cluster_file)
     settings = dict(epochs=20, verbose=0, dp_noise_multiplier=1.0, dp_target_epsilon=8.0)
     first = train(config, TrainSettings(**settings), json_path=str(tmp_path / "dp.json"))
-    reference = PrivacyAccountant(SkellamMechanism.calibrate(DistributedDP(1.0), 4810, 3, 3, 23, capacity=2**8 / 3))
+    reference = PrivacyAccountant(SkellamMechanism.calibrate(DifferentialPrivacy(1.0), 4810, 3, 3, 23, capacity=2**8 / 3))
     written = json.loads((tmp_path / "dp.json").read_text())
     rounds = len(written["epsilon_by_round"])
     assert 1 < rounds < 20 and written["status"] == "completed" and written["delta"] == 1e-5

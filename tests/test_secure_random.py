@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from scipy import stats
 
 from fl import secure_random
 from fl.errors import InsecureRandomnessError
@@ -103,3 +104,21 @@ def test_tfe_uses_our_op():
 
     assert tfe_secure_random.supports_seeded_randomness()
     assert tfe_secure_random.secure_seed().shape == (8,)
+
+
+# chi-square goodness of fit at this p-value: a false alarm once in a million runs per mean
+FALSE_ALARM = 1e-6
+
+
+@pytest.mark.parametrize("mean", [0.5, 3.0, 9.9, 10.1, 60.0, 5e4])
+def test_skellam_draws_follow_the_skellam_distribution_on_both_sides_of_the_sampler_switch(mean):
+    """Below a mean of 10 Poisson multiplies uniforms, above it PTRS: each must give the exact distribution."""
+    draws = secure_random.skellam([200_000], mean).numpy()
+    values, observed = np.unique(draws, return_counts=True)
+    expected = stats.skellam.pmf(values, mean, mean) * draws.size
+    keep = expected >= 5  # the test's own rule; the rest pooled into the two tails
+    tails = draws.size - observed[keep].sum(), draws.size - expected[keep].sum()
+    _, p_value = stats.chisquare([*observed[keep], tails[0]], [*expected[keep], tails[1]])
+    assert p_value > FALSE_ALARM, (mean, p_value)
+    # the scale, more sharply: the sample variance's standard error is sqrt((2 + excess kurtosis 1/(2m)) / n)
+    assert abs(draws.var() / (2 * mean) - 1) < 5 * np.sqrt((2 + 1 / (2 * mean)) / draws.size), draws.var()

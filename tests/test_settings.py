@@ -26,6 +26,7 @@ BAD_SETTINGS = [
     (["--dp-noise-multiplier", "1", "--dp-delta", "1"], "--dp-delta 1: a probability in (0, 1)"),
     (["--dp-noise-multiplier", "1", "--dp-target-epsilon", "-2"], "--dp-target-epsilon -2: a budget > 0"),
     (["--dp-clip-norm", "2"], "--dp-clip-norm without --dp-noise-multiplier: DP is off"),
+    (["--dp-central"], "--dp-central without --dp-noise-multiplier: DP is off"),
     (["--dp-noise-multiplier", "1", "--weighting", "examples"], "--weighting examples with --dp-noise-multiplier"),
 ]
 

@@ -21,10 +21,12 @@ weights are summed inside the same secure sum and the receiver learns only their
 by which it divides. Uniform weighting is weight 1 for everyone: the total is the public
 number of owners. A round whose total weight is zero is refused.
 
-With distributed DP (fl/privacy/mechanism.py) each owner clips its checked update to an L2
+With distributed DP (fl/privacy/skellam.py) each owner clips its checked update to an L2
 norm and adds its share of integer noise on the encoding's lattice before sharing, so the
-sum is the only thing revealed and it is already noised. The average is then uniform and
-the training metrics do not ride along (they would be revealed un-noised).
+sum is the only thing revealed and it is already noised. With central DP, the baseline
+(fl/privacy/gaussian.py), owners only clip and the receiver noises the revealed sum. The
+average is then uniform and the training metrics do not ride along (they would be revealed
+un-noised).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from fl.errors import FLError, RangeError, UpdateMismatchError
 from fl.policies import RangePolicy
 
 if TYPE_CHECKING:
-    from fl.privacy.mechanism import SkellamMechanism
+    from fl.privacy import Mechanism
 
 # the weight rides in the shared vector right after the update's values
 WEIGHT_SLOTS = 1
@@ -133,7 +135,7 @@ class Aggregation(ABC):
         updates: Mapping[Player, tf.Tensor],
         metric_count: int = 0,
         weights: Mapping[Player, tf.Tensor] | None = None,
-        privacy: SkellamMechanism | None = None,
+        privacy: Mechanism | None = None,
     ) -> Averaged:
         """Trace the stages: range check and weighting (or DP's clipping and noise) on each owner, share, sum,
         reveal, divide by the total weight.
@@ -144,14 +146,14 @@ class Aggregation(ABC):
         `privacy`: calibrated for this encoding, uniform and without metrics.
         """
         if privacy is not None and (weights is not None or metric_count):
-            raise ValueError("distributed DP averages uniformly and carries no training metrics")
+            raise ValueError("DP averages uniformly and carries no training metrics")
         sizes = {owner.name: int(update.shape[0]) for owner, update in updates.items()}
         if len(set(sizes.values())) != 1:
             listed = ", ".join(f"{name}={size}" for name, size in sizes.items())
             raise UpdateMismatchError(
                 f"data owners sent updates of different sizes ({listed}): every owner must train the same model"
             )
-        if privacy is None:
+        if privacy is None or not privacy.noised_on_owners:  # noise in the ring: its calibration checked the capacity
             self.check_capacity(len(updates))
         carried = self.metric_capacity(len(updates))
         values = next(iter(sizes.values())) - metric_count
@@ -185,6 +187,8 @@ class Aggregation(ABC):
         stage_ends["aggregation"] = self._stamp_after([*self.held_tensors(summed), stage_ends["sharing"]])
         with tf.device(self.output_receiver.device_name):
             total = self.reveal(summed, metric_count)
+            if privacy is not None:
+                total = tf.concat([privacy.noise_revealed(total[:values]), total[values:]], axis=0)
             total_weight = total[values]
             mean = tf.concat([total[:values], total[values + WEIGHT_SLOTS :]], axis=0) / tf.maximum(total_weight, 1e-30)
             limit = self.clip_limit(values)

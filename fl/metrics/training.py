@@ -79,7 +79,7 @@ class TrainingMetrics:
         self.accuracy = Gauge("fl_model_accuracy", "Model accuracy, as fl_model_loss", [*labels, "data"], registry=self.registry)
         self.epsilon = Gauge(
             "fl_privacy_epsilon",
-            "Owner-level epsilon the revealed sums have spent so far, at the run's delta (distributed DP)",
+            "Owner-level epsilon the revealed sums have spent so far, at the run's delta (distributed or central DP)",
             labels,
             registry=self.registry,
         )

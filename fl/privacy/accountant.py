@@ -1,9 +1,8 @@
 """What the revealed sums have cost: owner-level epsilon for the run's delta, after every round.
 
-Each round is one Skellam mechanism over the round's participants, whose noise adds up to a
-Skellam of mean (participants x each owner's mean). Its Renyi DP is Agarwal, Kairouz and
-Liu's (2021) bound, written with 2*alpha in place of their 2*alpha - 1 (looser, never
-tighter); rounds compose by adding RDP, and epsilon comes from dp-accounting's conversion
+Each round is one run of the mechanism over the round's participants (its Renyi DP comes
+from the mechanism: fl/privacy/skellam.py, fl/privacy/gaussian.py); rounds compose by
+adding RDP, and epsilon comes from dp-accounting's conversion
 (`compute_epsilon`, the bound of Canonne, Kamath and Steinke 2020) over the library's own
 orders. Every owner counts in every round it joins: no sampling amplification is claimed.
 Rounds restored from a checkpoint are counted at the quorum's noise, the least they had.
@@ -16,33 +15,22 @@ from dp_accounting.rdp import compute_epsilon
 from dp_accounting.rdp.rdp_privacy_accountant import DEFAULT_RDP_ORDERS
 
 from fl.errors import FLError
-from fl.privacy.mechanism import SkellamMechanism
+from fl.privacy import Mechanism
 from fl.rounds import RoundResult
 
 ORDERS = np.asarray(DEFAULT_RDP_ORDERS, dtype=np.float64)
 
 
-def skellam_rdp(orders: np.ndarray, l1: float, l2: float, mean: float) -> np.ndarray:
-    """RDP of adding Poisson(mean) - Poisson(mean) per coordinate to an integer vector of these sensitivities."""
-    gaussian = orders * l2 * l2 / (4 * mean)
-    correction = np.minimum((2 * orders * l2 * l2 + 6 * l1) / (16 * mean * mean), 3 * l1 / (4 * mean))
-    return gaussian + correction
-
-
-def round_rdp(mechanism: SkellamMechanism, participants: int) -> np.ndarray:
-    return skellam_rdp(ORDERS, mechanism.l1_sensitivity, mechanism.l2_sensitivity, mechanism.owner_mean * participants)
-
-
 class PrivacyAccountant:
     """A RoundListener that adds each round's RDP and states epsilon in the round's metrics (`epsilon`)."""
 
-    def __init__(self, mechanism: SkellamMechanism) -> None:
+    def __init__(self, mechanism: Mechanism) -> None:
         self.mechanism = mechanism
         self.delta = mechanism.settings.delta
         self.target_epsilon = mechanism.settings.target_epsilon
         self.rdp = np.zeros_like(ORDERS)
         self.rounds = 0
-        self.quorum_round_rdp = round_rdp(mechanism, mechanism.quorum)  # a round with the fewest owners: the most it costs
+        self.quorum_round_rdp = mechanism.rdp(ORDERS, mechanism.quorum)  # a round with the fewest owners: the most it costs
 
     @property
     def epsilon(self) -> float:
@@ -85,7 +73,7 @@ class PrivacyAccountant:
             )
 
     def round_completed(self, result: RoundResult) -> None:
-        self.rdp = self.rdp + round_rdp(self.mechanism, len(result.participants))
+        self.rdp = self.rdp + self.mechanism.rdp(ORDERS, len(result.participants))
         self.rounds += 1
         result.metrics["epsilon"] = self.epsilon
 

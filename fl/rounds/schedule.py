@@ -28,13 +28,13 @@ from typing import Any, Protocol
 import numpy as np
 import tensorflow as tf
 
+from fl import privacy as dp
 from fl.aggregation.base import WEIGHT_SLOTS, Aggregation
 from fl.cluster import MIN_DATA_OWNERS, Cluster, Player, unreachable
 from fl.errors import DeadlineExceededError, FLError, RangeError, RoundFailedError, first_line
 from fl.local_training import OwnerTrainer, TrainingSpec
 from fl.phases import STAGES
-from fl.policies import DistributedDP, RoundPolicy, Weighting
-from fl.privacy.mechanism import SkellamMechanism
+from fl.policies import DifferentialPrivacy, RoundPolicy, Weighting
 from fl.rounds.stages import OUTCOME_FLAGS, Report, aggregation_stage, call_on_driver, training_stage
 from fl.server_update import ServerUpdate
 
@@ -125,7 +125,7 @@ class RoundRunner:
         seed: int,
         policy: RoundPolicy = RoundPolicy(),
         weighting: Weighting = Weighting(),
-        privacy: DistributedDP | None = None,
+        privacy: DifferentialPrivacy | None = None,
     ) -> None:
         """`policy.min_owners`: the quorum, the fewest owners whose updates a round averages (default: every owner).
 
@@ -146,7 +146,7 @@ class RoundRunner:
         self.privacy = (
             None
             if privacy is None
-            else SkellamMechanism.calibrate(
+            else dp.calibrate(
                 privacy,
                 sum(self.sizes),
                 len(self.trainers),

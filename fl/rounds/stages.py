@@ -34,7 +34,7 @@ from fl.policies import Weighting
 from fl.server_update import ServerUpdate
 
 if TYPE_CHECKING:
-    from fl.privacy.mechanism import SkellamMechanism
+    from fl.privacy import Mechanism
 
 # the driver's own device: a compiled call is issued from here, its ops run on the players
 DRIVER_DEVICE = "/job:localhost/replica:0/task:0/device:CPU:0"
@@ -122,7 +122,7 @@ class CompiledAverage:
         owners: list[Player],
         size: int,
         metric_count: int = 0,
-        privacy: SkellamMechanism | None = None,
+        privacy: Mechanism | None = None,
     ) -> None:
         self.aggregation = aggregation
         self.owners = list(owners)
@@ -186,7 +186,7 @@ def aggregation_stage(
     server_update: ServerUpdate,
     model_owner: Player,
     metric_count: int,
-    privacy: SkellamMechanism | None = None,
+    privacy: Mechanism | None = None,
 ) -> Callable[..., tf.Tensor]:
     """The updates kept on these owners averaged and applied, as one call taking the round's deadline.
 

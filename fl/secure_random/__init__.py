@@ -105,10 +105,10 @@ def mask(values: tf.Tensor, added: Sequence[tf.Tensor] = (), subtracted: Sequenc
     return _ops.fl_secure_mask(values, _seed_rows(added), _seed_rows(subtracted))
 
 
-def uniform(shape, maxval: int) -> tf.Tensor:
-    """int32 values uniform in [0, maxval), from a fresh ChaCha20 key; no fallback (see `skellam`)."""
-    ops = _required_for_privacy("rounding")
-    return ops.fl_secure_random_uniform(shape, tf.constant(0, tf.int32), tf.constant(maxval, tf.int32))
+def uniform(shape, maxval: int, dtype: tf.DType = tf.int32) -> tf.Tensor:
+    """Integers uniform in [0, maxval), from a fresh ChaCha20 key; no fallback (see `skellam`)."""
+    ops = _required_for_privacy("sampling")
+    return ops.fl_secure_random_uniform(shape, tf.constant(0, dtype), tf.constant(maxval, dtype))
 
 
 def skellam(shape, mean: float, dtype=tf.int64) -> tf.Tensor:

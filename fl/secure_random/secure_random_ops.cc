@@ -312,37 +312,50 @@ double NextUnit(KeyStream* stream) {
   return static_cast<double>(stream->Next<uint64_t>() >> 11) * (1.0 / 9007199254740992.0);
 }
 
-// One Poisson draw of mean `mean` (>= 0).
-int64_t Poisson(KeyStream* stream, double mean) {
-  if (mean <= 0) return 0;
-  if (mean < 10) {  // multiply uniforms until the product falls below e^-mean
-    const double limit = std::exp(-mean);
-    int64_t count = 0;
-    double product = NextUnit(stream);
-    while (product > limit) {
-      ++count;
-      product *= NextUnit(stream);
+// Poisson draws of one mean (>= 0), with the constants of that mean worked out once.
+class PoissonSampler {
+ public:
+  explicit PoissonSampler(double mean) : mean_(mean) {
+    if (mean < kSmallMean) {
+      limit_ = std::exp(-mean);
+      return;
     }
-    return count;
+    log_mean_ = std::log(mean);
+    b_ = 0.931 + 2.53 * std::sqrt(mean);
+    a_ = -0.059 + 0.02483 * b_;
+    log_inverse_alpha_ = std::log(1.1239 + 1.1328 / (b_ - 3.4));
+    accept_directly_ = 0.9277 - 3.6224 / (b_ - 2);
   }
-  const double root = std::sqrt(mean);
-  const double log_mean = std::log(mean);
-  const double b = 0.931 + 2.53 * root;
-  const double a = -0.059 + 0.02483 * b;
-  const double inverse_alpha = 1.1239 + 1.1328 / (b - 3.4);
-  const double accept_directly = 0.9277 - 3.6224 / (b - 2);
-  while (true) {
-    const double u = NextUnit(stream) - 0.5;
-    const double v = NextUnit(stream);
-    const double us = 0.5 - std::fabs(u);
-    const double k = std::floor((2 * a / us + b) * u + mean + 0.43);
-    if (us >= 0.07 && v <= accept_directly) return static_cast<int64_t>(k);
-    if (k < 0 || (us < 0.013 && v > us)) continue;
-    if (std::log(v) + std::log(inverse_alpha) - std::log(a / (us * us) + b) <= -mean + k * log_mean - std::lgamma(k + 1)) {
-      return static_cast<int64_t>(k);
+
+  int64_t Draw(KeyStream* stream) const {
+    if (mean_ <= 0) return 0;
+    if (mean_ < kSmallMean) {  // multiply uniforms until the product falls below e^-mean
+      int64_t count = 0;
+      double product = NextUnit(stream);
+      while (product > limit_) {
+        ++count;
+        product *= NextUnit(stream);
+      }
+      return count;
+    }
+    while (true) {
+      const double u = NextUnit(stream) - 0.5;
+      const double v = NextUnit(stream);
+      const double us = 0.5 - std::fabs(u);
+      const double k = std::floor((2 * a_ / us + b_) * u + mean_ + 0.43);
+      if (us >= 0.07 && v <= accept_directly_) return static_cast<int64_t>(k);
+      if (k < 0 || (us < 0.013 && v > us)) continue;
+      if (std::log(v) + log_inverse_alpha_ - std::log(a_ / (us * us) + b_) <= -mean_ + k * log_mean_ - std::lgamma(k + 1)) {
+        return static_cast<int64_t>(k);
+      }
     }
   }
-}
+
+ private:
+  static constexpr double kSmallMean = 10;
+  double mean_;
+  double limit_ = 0, log_mean_ = 0, b_ = 0, a_ = 0, log_inverse_alpha_ = 0, accept_directly_ = 0;
+};
 
 // Poisson(mean) - Poisson(mean) per element, from the keystream of a fresh key.
 template <typename T>
@@ -361,7 +374,8 @@ class SkellamOp : public OpKernel {
     T* out = output->flat<T>().data();
     const int64_t n = output->NumElements();
     OP_REQUIRES_OK(ctx, WithFreshKey([&](KeyStream* stream) {
-                     for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(Poisson(stream, mean) - Poisson(stream, mean));
+                     const PoissonSampler poisson(mean);
+                     for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(poisson.Draw(stream) - poisson.Draw(stream));
                    }));
   }
 };

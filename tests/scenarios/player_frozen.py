@@ -1,9 +1,10 @@
 """Driver for the frozen-player tests, in its own process (TF allows one cluster per process).
 
-Trains one round, then freezes VICTIM (SIGSTOP) one second into a two-round fit whose
-owners train 100 local epochs (seconds), so it freezes mid-round; reports how that fit
-ended, thaws the victim and fits one more round. With MIN_OWNERS (a quorum) it then fits
-round after round, up to 5, until the victim takes part again. Prints one JSON line.
+Trains one round, then freezes VICTIM (SIGSTOP) mid-way through the local training of a
+two-round fit (owners train 100 local epochs, about 0.8 s of processor time each): once a
+data owner, VICTIM itself if it is one, has used 0.2 s of it. Reports how that fit ended,
+thaws the victim and fits one more round. With MIN_OWNERS (a quorum) it then fits round
+after round, up to 5, until the victim takes part again. Prints one JSON line.
 
 Usage: player_frozen.py STATE_ROOT VICTIM AGGREGATION [MIN_OWNERS]
 """
@@ -12,8 +13,8 @@ import faulthandler
 import json
 import os
 import signal
+import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -26,12 +27,15 @@ from fl.errors import FLError
 from fl.train import build_classifier
 
 ROUND_TIMEOUT = 30.0
+FREEZE_AFTER_CPU_SECONDS = 0.2  # of the watched owner's local training
 faulthandler.dump_traceback_later(240, exit=True)  # a hang shows every thread's stack, then ends the run
 
 root, victim, aggregation = sys.argv[1:4]
 min_owners = int(sys.argv[4]) if len(sys.argv) > 4 else None
 state = StateDir(Path(root))
-victim_pid = json.loads(state.pids_file.read_text())[victim]
+pids = json.loads(state.pids_file.read_text())
+victim_pid = pids[victim]
+watched_pid = victim_pid if victim.startswith("data-owner") else pids["data-owner-0"]
 cluster = fl.connect(state.cluster_file)
 train_data, _ = fl.owner_sources(cluster)
 federated = fl.FederatedLearning(
@@ -44,7 +48,18 @@ with federated:
     model = build_classifier((8, 8, 1), 10, hidden_units=32, learning_rate=0.3)
 model.fit(train_data, epochs=1, verbose=0)
 before = [w.numpy() for w in model.weights]
-threading.Timer(1.0, os.kill, (victim_pid, signal.SIGSTOP)).start()
+watcher = subprocess.Popen(
+    [
+        sys.executable,
+        str(Path(__file__).parent / "freeze_when_busy.py"),
+        str(watched_pid),
+        str(victim_pid),
+        str(FREEZE_AFTER_CPU_SECONDS),
+    ],
+    stdout=subprocess.PIPE,
+    text=True,
+)
+assert watcher.stdout.readline().strip() == "WATCHING"
 started = time.monotonic()
 try:
     model.fit(train_data, epochs=2, verbose=0)
@@ -54,6 +69,7 @@ except FLError as failure:
 report = {
     "error": error,
     "seconds": time.monotonic() - started,
+    "frozen": watcher.wait() == 0,
     "weights_unchanged": all(np.array_equal(a, w.numpy()) for a, w in zip(before, model.weights)),
     "rounds": [{"participants": r.participants, "dropped": r.dropped} for r in federated.round_results[1:]],
 }

@@ -16,11 +16,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import tensorflow as tf
 
 from fl import secure_random
 from fl.errors import RangeError
-from fl.policies import DistributedDP
+from fl.policies import DifferentialPrivacy
 
 # a float32 holds every integer below 2^24 exactly: an owner's noised lattice value stays under it
 FLOAT32_EXACT = 2**24
@@ -39,14 +40,15 @@ ROUNDING_INFLATION = 1.1
 class SkellamMechanism:
     """One calibration of the mechanism: the lattice, the sensitivities of one owner's rounded update, the noise."""
 
-    settings: DistributedDP
+    settings: DifferentialPrivacy
     values: int  # coordinates of an update
     quorum: int  # the fewest owners in a round: each owner's share of the noise is sized for them
     lattice_bits: int
+    noised_on_owners = True
 
     @classmethod
     def calibrate(
-        cls, settings: DistributedDP, values: int, owners: int, quorum: int, fractional_bits: int | None, capacity: float
+        cls, settings: DifferentialPrivacy, values: int, owners: int, quorum: int, fractional_bits: int | None, capacity: float
     ) -> SkellamMechanism:
         """The finest lattice that both the aggregation's encoding (`fractional_bits`, None: any) and a float32
         hold; refused in one line when the sum of `owners` noised updates would not fit `capacity` (per input)."""
@@ -117,6 +119,18 @@ class SkellamMechanism:
         rounded, bounded = self._round(scaled)
         noise = tf.cast(secure_random.skellam(tf.shape(update), self.owner_mean), tf.float64)
         return tf.cast((rounded + noise) * self.step, tf.float32), clipped, bounded
+
+    def noise_revealed(self, total: tf.Tensor) -> tf.Tensor:
+        """Already noised: the owners' noise adds up to the sum's."""
+        return total
+
+    def rdp(self, orders: np.ndarray, participants: int) -> np.ndarray:
+        """Agarwal, Kairouz and Liu's (2021) bound for the participants' summed Skellam noise, with 2*alpha in
+        place of their 2*alpha - 1 (looser, never tighter)."""
+        l1, l2, mean = self.l1_sensitivity, self.l2_sensitivity, self.owner_mean * participants
+        gaussian = orders * l2 * l2 / (4 * mean)
+        correction = np.minimum((2 * orders * l2 * l2 + 6 * l1) / (16 * mean * mean), 3 * l1 / (4 * mean))
+        return gaussian + correction
 
     def _round(self, scaled: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Randomized rounding to integers, unbiased, drawn again until the norm is within the L2 sensitivity."""
