@@ -42,7 +42,7 @@ BENCH ?= quick
 BENCH_BACKEND ?= local
 PROFILES ?= lan
 
-.PHONY: install images up train run bench soak down status logs test test-unit lint clean
+.PHONY: install images up train run bench soak down status logs swarm swarm-down test test-unit lint clean
 
 install:
 	./scripts/install-system-packages.sh
@@ -92,6 +92,14 @@ status:
 
 logs:
 	$(FL) logs --state-dir $(STATE_DIR)
+
+# Docker-in-Docker nodes joined to a swarm this engine manages: make swarm NODES=3
+NODES ?= 3
+swarm: images
+	$(FL) swarm up --nodes $(NODES)
+
+swarm-down:
+	$(FL) swarm down
 
 test:
 	$(BIN)/python -m pytest

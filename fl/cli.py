@@ -15,6 +15,7 @@ from fl.errors import FLError
 from fl.policies import PARTITIONS
 
 DEFAULT_OWNERS = 3
+SWARM_IMAGES = ("fl-testbed-player", "fl-testbed-sidecar")  # what a node runs for the testbed
 KERAS_SUFFIX = ".keras"  # what Keras 2.12 saves in its own format
 
 
@@ -112,6 +113,22 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, help="privacy only: training runs of each setting (default 5)")
     bench.add_argument("--out", type=Path, default=Path("results/bench"))
     bench.set_defaults(run=_bench)
+
+    swarm = commands.add_parser("swarm", help="Docker-in-Docker nodes joined to a swarm this machine's engine manages")
+    actions = swarm.add_subparsers(dest="action", required=True)
+    swarm_up = actions.add_parser("up", help="start N nodes, join them as workers labelled fl.testbed, load images")
+    swarm_up.add_argument("--nodes", type=int, default=3)
+    swarm_up.add_argument(
+        "--load",
+        nargs="*",
+        default=list(SWARM_IMAGES),
+        help=f"images to load into every node (default: {' '.join(SWARM_IMAGES)}; none: --load)",
+    )
+    swarm_up.set_defaults(run=_swarm_up)
+    actions.add_parser("down", help="remove the nodes, and leave the swarm if `fl swarm up` started it").set_defaults(
+        run=_swarm_down
+    )
+    actions.add_parser("status", help="each node and its state in the swarm").set_defaults(run=_swarm_status)
 
     train = commands.add_parser("train", help="federated training on the running cluster")
     for flag, options in train_settings.flags():
@@ -358,6 +375,42 @@ def _bench_privacy(args) -> None:
     outputs = privacy_report.write(rows, asdict(settings), args.out)
     print(privacy_report.markdown(rows, asdict(settings)))
     print("wrote " + ", ".join(str(path) for path in outputs.values()))
+
+
+def _swarm_up(args) -> None:
+    import time
+
+    from fl.swarm import nodes
+
+    started = time.monotonic()
+    joined = nodes.up(args.nodes)
+    print(f"swarm: {len(joined)} nodes joined in {time.monotonic() - started:.1f} s: {', '.join(n.name for n in joined)}")
+    if args.load:
+        started = time.monotonic()
+        nodes.load_images(args.load)
+        print(f"swarm: loaded {', '.join(args.load)} into every node in {time.monotonic() - started:.1f} s")
+
+
+def _swarm_down(args) -> None:
+    from fl.swarm import nodes
+
+    removed = nodes.down()
+    print(f"swarm: removed {', '.join(removed.nodes) or 'no nodes (none were up)'}")
+    if removed.left_swarm:
+        print("swarm: this engine left the swarm `fl swarm up` had started")
+    elif removed.kept_swarm_because:
+        print(f"swarm: kept this engine in the swarm: {removed.kept_swarm_because}")
+
+
+def _swarm_status(args) -> int:
+    from fl.swarm import nodes
+
+    listed = nodes.status()
+    for node in listed:
+        print(f"{node.name:<18} {node.state:<8} {' '.join(f'{k}={v}' for k, v in sorted(node.labels.items()))}")
+    if not listed:
+        print("swarm: no nodes (`fl swarm up --nodes N` starts them)")
+    return 0 if listed and all(node.state == "ready" for node in listed) else 1
 
 
 def _refuse_flags(args, names: tuple[str, ...], why: str) -> None:

@@ -25,6 +25,7 @@ for target in player driver sidecar; do
   build "fl-testbed-$target" -f images/Dockerfile --target "$target"
 done
 build fl-testbed-prometheus -f images/prometheus.Dockerfile
+build fl-testbed-swarm-node -f images/swarm-node.Dockerfile
 
 # the tag is defined once, where the Compose file is rendered
 grafana=$(sed -n 's/^GRAFANA_IMAGE = "\(.*\)"$/\1/p' fl/backends/docker.py)

@@ -33,6 +33,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def engine_out_of_the_testbeds_swarm():
+    """Set up first, so torn down last: once every Compose project is down, a swarm the tests started is left
+    (fl/swarm/nodes.py keeps it while containers resolve names, since leaving would break theirs)."""
+    yield
+    if shutil.which("docker") and _docker_answers():
+        from fl.swarm import nodes
+
+        nodes.down()
+
+
 def _docker_answers() -> bool:
     import subprocess
 
