@@ -382,6 +382,7 @@ def _swarm_up(args) -> None:
 
     from fl.swarm import nodes
 
+    nodes.require_images(args.load)  # before any node starts
     started = time.monotonic()
     joined = nodes.up(args.nodes)
     print(f"swarm: {len(joined)} nodes joined in {time.monotonic() - started:.1f} s: {', '.join(n.name for n in joined)}")

@@ -93,3 +93,13 @@ def test_down_keeps_the_swarm_while_other_containers_resolve_names_and_their_nam
     finally:
         docker("rm", "--force", *peers, check=False)
         docker("network", "rm", network, check=False)
+
+
+def test_an_image_that_is_not_there_is_refused_before_any_node_starts():
+    was = swarm_state()
+    refused = fl_swarm("up", "--nodes", "1", "--load", "fl-testbed-no-such-image")
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        "fl swarm: error: no image fl-testbed-no-such-image on this engine: build it with `make images`"
+    )
+    assert not nodes.listed() and swarm_state() == was

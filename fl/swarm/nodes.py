@@ -68,8 +68,7 @@ def up(count: int) -> list[SwarmNode]:
     """`count` nodes, numbered from 1, joined to this engine's swarm as workers labelled for the testbed."""
     if count < 1:
         raise FLError(f"--nodes {count}: at least 1")
-    if subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode != 0:
-        raise FLError(f"no image {IMAGE}: build it with `make images`")
+    require_images([IMAGE])
     existing = listed()
     if existing:
         raise FLError(f"swarm nodes are already up ({', '.join(existing)}): `fl swarm down` first")
@@ -92,6 +91,12 @@ def _join(name: str, token: str, manager: str) -> None:
     docker("swarm", "join", "--token", token, f"{manager}:{SWARM_PORT}", node=name)
     _wait(lambda: _swarm_state(name) == "ready", f"{name} did not become ready in the swarm within {READY_SECONDS:g} s")
     docker("node", "update", "--label-add", f"{TESTBED_LABEL}=1", name)
+
+
+def require_images(images: list[str]) -> None:
+    missing = [image for image in images if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode]
+    if missing:
+        raise FLError(f"no image {', '.join(missing)} on this engine: build it with `make images`")
 
 
 def load_images(images: list[str]) -> None:
