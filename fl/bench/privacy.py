@@ -30,8 +30,6 @@ from fl import backends
 from fl.backends import UpSettings
 from fl.errors import FLError
 
-PRIVACY_MODES = ("none", "distributed", "central")
-
 
 @dataclass(frozen=True)
 class PrivacyBenchSettings:
@@ -156,14 +154,8 @@ def _cost_rows(cluster_file: str, settings: PrivacyBenchSettings):
     owners = cluster.data_owners
     aggregation = make_aggregation(settings.aggregation, cluster)
     updates = owner_updates(cluster, settings.cost_size)
-    mechanism = dp.calibrate(
-        DifferentialPrivacy(settings.noise_multipliers[-1], settings.clip_norm, settings.delta),
-        settings.cost_size,
-        len(owners),
-        len(owners),
-        aggregation.fractional_bits(),
-        aggregation.capacity(len(owners)),
-    )
+    dp_settings = DifferentialPrivacy(settings.noise_multipliers[-1], settings.clip_norm, settings.delta)
+    mechanism = dp.calibrate(dp_settings, aggregation, settings.cost_size, len(owners), len(owners))
     for privacy, mechanism_used in (("none", None), ("distributed", mechanism)):
         compiled = CompiledAverage(aggregation, owners, settings.cost_size, privacy=mechanism_used)
         for _ in range(2):  # tracing, then the first call's allocations

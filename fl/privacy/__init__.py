@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+import tensorflow as tf
+
 if TYPE_CHECKING:
     import numpy as np
-    import tensorflow as tf
 
+    from fl.aggregation.base import Aggregation
     from fl.policies import DifferentialPrivacy
 
 
@@ -34,13 +36,21 @@ class Mechanism(Protocol):
         """Renyi DP of one round with this many owners, at each order."""
 
 
-def calibrate(
-    settings: DifferentialPrivacy, values: int, owners: int, quorum: int, fractional_bits: int | None, capacity: float
-) -> Mechanism:
-    """The mechanism `settings` asks for, for updates of `values` values and this aggregation's encoding."""
+def calibrate(settings: DifferentialPrivacy, aggregation: Aggregation, values: int, owners: int, quorum: int) -> Mechanism:
+    """The mechanism `settings` asks for, for updates of `values` values in `aggregation`'s encoding."""
     from fl.privacy.gaussian import GaussianMechanism
     from fl.privacy.skellam import SkellamMechanism
 
     if settings.central:
         return GaussianMechanism(settings, values, quorum)
-    return SkellamMechanism.calibrate(settings, values, owners, quorum, fractional_bits, capacity)
+    return SkellamMechanism.calibrate(
+        settings, values, owners, quorum, aggregation.fractional_bits(), aggregation.capacity(owners)
+    )
+
+
+def clip_to_norm(update: tf.Tensor, clip_norm: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """(`update` in float64 scaled down to L2 norm `clip_norm` if it is longer, whether it was)."""
+    values = tf.cast(update, tf.float64)
+    norm = tf.norm(values)
+    scale = tf.minimum(tf.constant(1.0, tf.float64), clip_norm / tf.maximum(norm, 1e-300))
+    return values * scale, norm > clip_norm

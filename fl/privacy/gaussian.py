@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from fl import secure_random
 from fl.policies import DifferentialPrivacy
+from fl.privacy import clip_to_norm
 
 MANTISSA_BITS = 53
 
@@ -29,10 +30,8 @@ class GaussianMechanism:
     noised_on_owners = False
 
     def privatize(self, update: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        norm = tf.norm(tf.cast(update, tf.float64))
-        clipped = norm > self.settings.clip_norm
-        scale = tf.minimum(tf.constant(1.0, tf.float64), self.settings.clip_norm / tf.maximum(norm, 1e-300))
-        return tf.cast(tf.cast(update, tf.float64) * scale, tf.float32), clipped, tf.constant(True)
+        values, clipped = clip_to_norm(update, self.settings.clip_norm)
+        return tf.cast(values, tf.float32), clipped, tf.constant(True)
 
     def noise_revealed(self, total: tf.Tensor) -> tf.Tensor:
         stddev = self.settings.noise_multiplier * self.settings.clip_norm

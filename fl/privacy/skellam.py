@@ -22,6 +22,7 @@ import tensorflow as tf
 from fl import secure_random
 from fl.errors import RangeError
 from fl.policies import DifferentialPrivacy
+from fl.privacy import clip_to_norm
 
 # a float32 holds every integer below 2^24 exactly: an owner's noised lattice value stays under it
 FLOAT32_EXACT = 2**24
@@ -111,12 +112,8 @@ class SkellamMechanism:
     def privatize(self, update: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """On the owner's device: (the noised update on the lattice, whether its norm was clipped, whether
         the rounding met its bound; if not, the round must be refused)."""
-        values = tf.cast(update, tf.float64)
-        norm = tf.norm(values)
-        clip = tf.constant(self.settings.clip_norm, tf.float64)
-        clipped = norm > clip
-        scaled = values * tf.minimum(tf.constant(1.0, tf.float64), clip / tf.maximum(norm, 1e-300)) / self.step
-        rounded, bounded = self._round(scaled)
+        values, clipped = clip_to_norm(update, self.settings.clip_norm)
+        rounded, bounded = self._round(values / self.step)
         noise = tf.cast(secure_random.skellam(tf.shape(update), self.owner_mean), tf.float64)
         return tf.cast((rounded + noise) * self.step, tf.float32), clipped, bounded
 

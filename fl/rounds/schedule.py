@@ -144,16 +144,7 @@ class RoundRunner:
         self.weighting = weighting
         self.sizes = [int(np.prod(v.shape)) for v in model.weights]
         self.privacy = (
-            None
-            if privacy is None
-            else dp.calibrate(
-                privacy,
-                sum(self.sizes),
-                len(self.trainers),
-                self.min_owners,
-                aggregation.fractional_bits(),
-                aggregation.capacity(len(self.trainers)),
-            )
+            None if privacy is None else dp.calibrate(privacy, aggregation, sum(self.sizes), len(self.trainers), self.min_owners)
         )
         self._building = threading.Lock()  # replicas and traces are made one at a time, in the owners' threads
         self._training_calls: dict[Player, Callable[..., tf.Tensor]] = {}

@@ -150,7 +150,11 @@ def listed() -> list[str]:
 
 
 def status() -> list[SwarmNode]:
-    return [SwarmNode(name, _swarm_state(name), _node_labels(name)) for name in listed()]
+    nodes = []
+    for name in listed():
+        state = _swarm_state(name)
+        nodes.append(SwarmNode(name, state, _labels_of(name) if state != "absent" else {}))
+    return nodes
 
 
 def _manager_address() -> str:
@@ -189,10 +193,6 @@ def _leave() -> None:
     docker("swarm", "leave", "--force")
     if subprocess.run(["docker", "network", "inspect", "docker_gwbridge"], capture_output=True).returncode == 0:
         docker("network", "rm", "docker_gwbridge")
-
-
-def _node_labels(name: str) -> dict[str, str]:
-    return _labels_of(name) if _swarm_state(name) != "absent" else {}
 
 
 def _labels_of(node: str) -> dict[str, str]:
