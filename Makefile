@@ -27,7 +27,8 @@ switch = $(if $(filter-out 1,$($(1))),$(error $(1)=$($(1)): set it to 1 or leave
 # make run SCRIPT=examples/cnn_digits.py ARGS="--rounds 10": your script as the cluster's driver
 SCRIPT ?=
 ARGS ?=
-# docker backend: mutual TLS through a sidecar per player unless TLS=off (for measuring what it costs)
+# docker backend: mutual TLS through a sidecar per player unless TLS=off (for measuring what it costs);
+# BACKEND=swarm: the players on the swarm's nodes (make swarm first), always mutual TLS
 TLS ?= on
 STATE_DIR ?= .fl
 RESULTS ?= results
@@ -60,7 +61,7 @@ install:
 images:
 	./scripts/build-images.sh
 
-up: $(if $(filter docker,$(RESOLVED_BACKEND)),images)
+up: $(if $(filter docker swarm,$(RESOLVED_BACKEND)),images)
 	@echo "backend: $(RESOLVED_BACKEND) (BACKEND=$(BACKEND))"
 	$(FL) up --backend $(RESOLVED_BACKEND) --owners $(OWNERS) --dataset $(DATASET) --state-dir $(STATE_DIR) \
 		$(if $(filter off,$(TLS)),--no-tls,) \

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fl import settings as train_settings
 from fl.aggregation.registry import AGGREGATIONS
+from fl.backends import BACKENDS
 from fl.backends.local import DEFAULT_STATE_DIR
 from fl.errors import FLError
 from fl.policies import PARTITIONS
@@ -50,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     relay.set_defaults(run=_driver_metrics)
 
     up = commands.add_parser("up", help="start a cluster: model owner, N data owners, 3 compute servers")
-    up.add_argument("--backend", choices=["local", "docker", "auto"], default="auto", help="auto: docker if an engine answers")
+    up.add_argument("--backend", choices=[*BACKENDS, "auto"], default="auto", help="auto: docker if an engine answers")
     up.add_argument("--owners", type=int, default=DEFAULT_OWNERS)
     up.add_argument("--dataset", default="digits", help="the data set split among the owners (simulation)")
     _partition_flags(up)
@@ -231,6 +232,7 @@ def describe_data(cluster) -> str:
 
 def _certs(args) -> None:
     from fl.backends.docker import PKI_DIR, DockerBackend, identities
+    from fl.backends.swarm import SwarmBackend
     from fl.cluster import Cluster
     from fl.mesh.pki import ClusterPKI
 
@@ -241,6 +243,11 @@ def _certs(args) -> None:
             f"the cluster in {backend.cluster_file} has plaintext links, so no certificates: `fl up --backend docker --tls`"
         )
     pki = ClusterPKI(backend.directory / PKI_DIR)
+    if args.rotate and cluster.backend == "swarm" and SwarmBackend(args.state_dir).is_up():
+        raise FLError(
+            "--rotate while the swarm backend's cluster is up: its keys are swarm secrets, which never change in "
+            "place; `fl down`, `fl certs --rotate`, then `fl up --backend swarm`"
+        )
     if args.rotate:
         rotated = pki.ensure(identities(cluster), rotate=True)
         reloaded = backend.reload_sidecars(cluster) if backend.is_up() else []

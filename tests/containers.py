@@ -86,6 +86,19 @@ def wait_healthy(target: Container, timeout: float = 400) -> None:
 
 
 def log_lines(engine: docker_sdk.DockerClient, service: str, since: float | None = None) -> list[str]:
-    """`service`'s log (a sidecar's HAProxy log: one line per gRPC call), from `since` (epoch seconds) on."""
-    logs = container(engine, service).logs(stdout=True, stderr=True, since=int(since) if since else None)
+    """`service`'s log (a sidecar's HAProxy log: one line per gRPC call), from `since` (epoch seconds, to the
+    microsecond: a whole second would take in the calls of the second before) on."""
+    logs = container(engine, service).logs(stdout=True, stderr=True, since=since)
     return logs.decode(errors="replace").splitlines()
+
+
+def quiet_since(engine: docker_sdk.DockerClient, services: list[str], quiet: float = 2.0, timeout: float = 60) -> float:
+    """A moment after which none of `services` has logged for `quiet` seconds: a call is logged when its stream
+    closes, so an earlier test's last calls may still arrive in the log after it returned."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = time.time()
+        if not any(log_lines(engine, service, now - quiet) for service in services):
+            return now
+        time.sleep(0.5)
+    raise AssertionError(f"{', '.join(services)} kept logging for {timeout:.0f}s with nothing running")

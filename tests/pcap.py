@@ -1,21 +1,29 @@
 """Reading what tcpdump captured: TCP streams reassembled per direction, and whether a stream is TLS records.
 
-Just enough of pcap, Ethernet, IPv4 and TCP for captures of a Docker bridge.
+Just enough of pcap, Ethernet, IPv4, TCP and VXLAN for captures of a Docker bridge or of a swarm node's link.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import struct
+import subprocess
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 ETHERTYPE_IPV4 = 0x0800
 TCP = 6
+UDP = 17
+VXLAN_PORT = 4789  # what Docker's overlay driver sends between nodes
+UDP_HEADER = VXLAN_HEADER = 8
 TLS_CONTENT_TYPES = {20, 21, 22, 23}  # change_cipher_spec, alert, handshake, application_data
 TLS_RECORD_VERSIONS = {b"\x03\x01", b"\x03\x03"}  # a ClientHello's record may say TLS 1.0; TLS 1.3 says 1.2 after
 TLS_MAX_RECORD = (1 << 14) + 256
 SEQUENCE_SPACE = 1 << 32
+CAPTURE_BUFFER_KIB = 65_536  # the kernel's capture buffer: the rounds' bursts must not overrun tcpdump
 
 
 @dataclass(frozen=True)
@@ -24,6 +32,23 @@ class Flow:
     source_port: int
     destination: str
     destination_port: int
+
+
+@contextlib.contextmanager
+def tcpdump(interface: str, path: Path, expression: str = "tcp", network_of: int | None = None):
+    """tcpdump on `interface` into `path` while the block runs; `network_of`: a pid, whose network namespace holds
+    the interface (a swarm node's own link)."""
+    command = ["tcpdump", "-i", interface, "-w", str(path), "-B", str(CAPTURE_BUFFER_KIB), "-s", "0", "-n", expression]
+    if network_of is not None:
+        command = ["nsenter", "-t", str(network_of), "-n", *command]
+    process = subprocess.Popen(command if os.geteuid() == 0 else ["sudo", "-n", *command], stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stderr.readline()
+        assert "listening on" in line, f"tcpdump on {interface} did not start: {line}{process.stderr.read()[:500]}"
+        yield
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
 
 
 def tcp_streams(path: Path) -> dict[Flow, list[bytes]]:
@@ -52,19 +77,26 @@ def _tcp_segments(data: bytes, path: Path):
     offset = 24
     while offset + 16 <= len(data):
         captured = struct.unpack(endian + "I", data[offset + 8 : offset + 12])[0]
-        frame = data[offset + 16 : offset + 16 + captured]
+        yield from _frame_segments(data[offset + 16 : offset + 16 + captured])
         offset += 16 + captured
-        if len(frame) < 34 or struct.unpack("!H", frame[12:14])[0] != ETHERTYPE_IPV4:
-            continue
-        ip = frame[14:]
-        header_length, total_length, protocol = (ip[0] & 0x0F) * 4, struct.unpack("!H", ip[2:4])[0], ip[9]
-        if protocol != TCP:
-            continue
-        tcp = ip[header_length:total_length]
-        source_port, destination_port, sequence = struct.unpack("!HHI", tcp[:8])
-        segment = tcp[(tcp[12] >> 4) * 4 :]
-        if segment:
-            yield Flow(_address(ip[12:16]), source_port, _address(ip[16:20]), destination_port), sequence, segment
+
+
+def _frame_segments(frame: bytes):
+    """The TCP segment an Ethernet frame carries, also when the frame is a VXLAN datagram between two swarm nodes
+    (the overlay's frame inside it)."""
+    if len(frame) < 34 or struct.unpack("!H", frame[12:14])[0] != ETHERTYPE_IPV4:
+        return
+    ip = frame[14:]
+    header_length, total_length, protocol = (ip[0] & 0x0F) * 4, struct.unpack("!H", ip[2:4])[0], ip[9]
+    if protocol == UDP and struct.unpack("!H", ip[header_length + 2 : header_length + 4])[0] == VXLAN_PORT:
+        yield from _frame_segments(ip[header_length + UDP_HEADER + VXLAN_HEADER : total_length])
+    if protocol != TCP:
+        return
+    tcp = ip[header_length:total_length]
+    source_port, destination_port, sequence = struct.unpack("!HHI", tcp[:8])
+    segment = tcp[(tcp[12] >> 4) * 4 :]
+    if segment:
+        yield Flow(_address(ip[12:16]), source_port, _address(ip[16:20]), destination_port), sequence, segment
 
 
 def _contiguous(parts: list[tuple[int, bytes]]) -> list[bytes]:

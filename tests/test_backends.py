@@ -8,6 +8,7 @@ from fl import backends, driver_lock
 from fl.backends import PLAYER_MEMORY_BYTES, check_owners
 from fl.backends.docker import DockerBackend, project_name
 from fl.backends.local import LocalBackend
+from fl.backends.swarm import SwarmBackend
 from fl.cli import main
 from fl.errors import FLError
 
@@ -27,9 +28,11 @@ def test_the_recorded_backend_is_the_one_a_state_directory_gets(tmp_path):
     DockerBackend(docker).record()
     assert isinstance(backends.active(local), LocalBackend)
     found = backends.active(docker)
-    assert isinstance(found, DockerBackend) and found.project == project_name(docker)
+    assert type(found) is DockerBackend and found.project == project_name(docker)
+    SwarmBackend(tmp_path / "swarm").record()
+    assert type(backends.active(tmp_path / "swarm")) is SwarmBackend
     (local / backends.BACKEND_RECORD).write_text("kubernetes\n")
-    with pytest.raises(FLError, match="names backend 'kubernetes', not local or docker"):
+    with pytest.raises(FLError, match="names backend 'kubernetes', not one of local, docker, swarm"):
         backends.active(local)
 
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from containers import SCENARIOS, container, copy_into, log_lines, train_in_driver
+from containers import SCENARIOS, container, copy_into, log_lines, quiet_since, train_in_driver
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -124,8 +124,10 @@ def test_control_cluster_identities_pass_the_handshake_and_only_the_driver_may_c
 
 @pytest.fixture(scope="module")
 def trained_since(compose_cluster, engine) -> float:
-    """A legitimate secure training run (a new driver process, so it creates its contexts); when it started."""
-    started = time.time()
+    """A legitimate secure training run (a new driver process, so it creates its contexts); when it started,
+    after the calls of the tests before it were all logged."""
+    identities = [*(p.name for p in compose_cluster.players), DRIVER]
+    started = quiet_since(engine, [docker.sidecar_service(identity) for identity in identities])
     train_in_driver(engine, 3, "trust-boundary-train.json")
     time.sleep(1)  # the last calls are logged when their streams close
     return started

@@ -3,19 +3,15 @@ of real rounds holds TLS records only, with no update, seed or record of any own
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from containers import SCENARIOS, container, copy_into, read_until, stdout_lines
-from pcap import payload, tcp_streams, tls_record_bytes
-from trust import project_network
+from pcap import payload, tcp_streams, tcpdump, tls_record_bytes
+from trust import WINDOW_BYTES, project_network, record_windows
 
 from fl.backends import docker
 from fl.cluster import DRIVER
@@ -24,9 +20,7 @@ pytestmark = pytest.mark.docker
 PROBE = SCENARIOS / "port_probe.py"
 CAPTURE_SIZE = 50_000  # float32 values per owner update: 200 KB
 UPDATE_SEED = 4242
-WINDOW_BYTES = 16
 WINDOWS_PER_OWNER = 200
-CAPTURE_BUFFER_KIB = 65_536  # the kernel's capture buffer: the rounds' bursts must not overrun tcpdump
 
 
 def test_only_the_sidecars_tls_ports_answer_on_the_players_network(compose_cluster, engine):
@@ -59,19 +53,6 @@ def bridge(engine, network: str) -> str:
     return "br-" + engine.networks.get(project_network(engine, network)).id[:12]
 
 
-@contextlib.contextmanager
-def tcpdump(interface: str, path: Path):
-    command = ["tcpdump", "-i", interface, "-w", str(path), "-B", str(CAPTURE_BUFFER_KIB), "-s", "0", "-n", "tcp"]
-    process = subprocess.Popen(command if os.geteuid() == 0 else ["sudo", "-n", *command], stderr=subprocess.PIPE, text=True)
-    try:
-        line = process.stderr.readline()
-        assert "listening on" in line, f"tcpdump on {interface} did not start: {line}{process.stderr.read()[:500]}"
-        yield
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
-
-
 def owner_update_bytes(index: int) -> bytes:
     """What capture_rounds.py makes on owner `index`, recomputed here (stateless: the same on every CPU)."""
     values = tf.random.stateless_uniform([CAPTURE_SIZE], seed=[index, UPDATE_SEED], minval=-4.0, maxval=4.0)
@@ -83,15 +64,8 @@ def windows(update: bytes, seed: int) -> list[bytes]:
     return [update[4 * offset : 4 * offset + WINDOW_BYTES] for offset in offsets]
 
 
-def shard_windows(engine, owner: str, directory: Path, per_owner: int = 100) -> list[bytes]:
-    """WINDOW_BYTES of the feature bytes of records in `owner`'s shard, as they sit in memory, with no zero value."""
-    shard = directory / f"{owner}.tfrecord"
-    shard.write_bytes(container(engine, owner).exec_run(["cat", "/data/train.tfrecord"]).output)
-    schema = {"x": tf.io.FixedLenFeature([64], tf.float32)}
-    features = [tf.io.parse_single_example(record, schema)["x"].numpy() for record in tf.data.TFRecordDataset(str(shard))]
-    values = WINDOW_BYTES // 4
-    windows = [row[at : at + values].tobytes() for row in features for at in range(0, 64, values) if row[at : at + values].all()]
-    return windows[:per_owner]
+def shard_windows(engine, owner: str, directory: Path) -> list[bytes]:
+    return record_windows(container(engine, owner).exec_run(["cat", "/data/train.tfrecord"]).output, directory / owner)
 
 
 def test_a_capture_of_the_players_network_shows_only_tls_no_update_and_no_seed(compose_cluster, engine, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import tensorflow as tf
 from containers import BACKEND, SCENARIOS
 
 from fl.backends import docker
@@ -13,6 +14,18 @@ from fl.mesh.pki import CA_FILE
 
 PKI = BACKEND.directory / docker.PKI_DIR
 OUTSIDER = SCENARIOS / "outsider_call.py"
+WINDOW_BYTES = 16
+
+
+def record_windows(shard: bytes, path: Path, per_owner: int = 100) -> list[bytes]:
+    """WINDOW_BYTES of the feature bytes of an owner's records (its shard's bytes, kept at `path`), as they sit in
+    memory, with no zero value: what would show on a wire that carried a record in the clear."""
+    path.write_bytes(shard)
+    schema = {"x": tf.io.FixedLenFeature([64], tf.float32)}
+    features = [tf.io.parse_single_example(record, schema)["x"].numpy() for record in tf.data.TFRecordDataset(str(path))]
+    values = WINDOW_BYTES // 4
+    windows = [row[at : at + values].tobytes() for row in features for at in range(0, 64, values) if row[at : at + values].all()]
+    return windows[:per_owner]
 
 
 def project_network(engine, name: str) -> str:

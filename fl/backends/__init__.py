@@ -1,4 +1,5 @@
-"""Where a cluster runs: one OS process per player (`local`) or one container per player (`docker`).
+"""Where a cluster runs: one OS process per player (`local`), one container per player (`docker`), or one
+container per player on the nodes of a Docker Swarm (`swarm`).
 
 Both backends offer the same small interface, so nothing outside this package asks which
 one it is talking to: `up`, `down`, `status`, and `exec` (start a command where the
@@ -24,6 +25,7 @@ from fl.cluster import Cluster
 from fl.errors import FLError
 from fl.policies import PARTITIONS
 
+BACKENDS = ("local", "docker", "swarm")
 BACKEND_RECORD = "backend"  # in the state directory: the name of the backend that holds its cluster
 # Resident memory of one player's TF server after a round (measured: 0.55 GB); sidecars add ~10 MB each
 PLAYER_MEMORY_BYTES = 600 * 2**20
@@ -172,13 +174,14 @@ class Backend(ABC):
 
 
 def named(name: str, state_dir: Path) -> Backend:
-    """`local`, `docker`, or `auto` (docker when an engine answers), for the cluster in `state_dir`."""
+    """`local`, `docker`, `swarm`, or `auto` (docker when an engine answers), for the cluster in `state_dir`."""
     from fl.backends.docker import DockerBackend
     from fl.backends.local import LocalBackend
+    from fl.backends.swarm import SwarmBackend
 
     if name == "auto":
         name = automatic_choice()[0]
-    return DockerBackend(state_dir) if name == "docker" else LocalBackend(state_dir)
+    return {"docker": DockerBackend, "swarm": SwarmBackend, "local": LocalBackend}[name](state_dir)
 
 
 def automatic_choice() -> tuple[str, str]:
@@ -194,8 +197,8 @@ def active(state_dir: Path) -> Backend | None:
     if not record.exists():
         return None
     name = record.read_text().strip()
-    if name not in ("local", "docker"):
-        raise FLError(f"{record} names backend {name!r}, not local or docker: remove it, then `fl up` again")
+    if name not in BACKENDS:
+        raise FLError(f"{record} names backend {name!r}, not one of {', '.join(BACKENDS)}: remove it, then `fl up` again")
     return named(name, state_dir)
 
 

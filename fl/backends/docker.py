@@ -107,7 +107,11 @@ def link_network(identity: str) -> str:
 
 
 def container_cluster(
-    owners: int, dataset: DatasetInfo | None, tls: bool = True, prometheus_port: int = PROMETHEUS_PORT
+    owners: int,
+    dataset: DatasetInfo | None,
+    tls: bool = True,
+    prometheus_port: int = PROMETHEUS_PORT,
+    backend: str = "docker",
 ) -> Cluster:
     """Each player is its own host `name:7000` and keeps its own files in /data."""
     players = [
@@ -130,7 +134,7 @@ def container_cluster(
         listen_host="0.0.0.0",
         wire_bytes=OWN_NAMESPACE,
     )
-    cluster = Cluster(players=players, backend="docker", metrics=metrics, dataset=dataset, mesh=mesh)
+    cluster = Cluster(players=players, backend=backend, metrics=metrics, dataset=dataset, mesh=mesh)
     return Cluster.from_dict(cluster.to_dict())
 
 
@@ -307,13 +311,15 @@ def write_project(
     tls: bool = True,
     prometheus_port: int = PROMETHEUS_PORT,
     results: Path = Path("results"),
+    backend: str = "docker",
 ) -> Path:
     """Write the cluster file, prometheus.yml and compose.yaml for `owners` data owners; return the compose file.
+    `backend`: the one the cluster file names (the swarm backend deploys this project split in two).
 
     With TLS, the cluster's PKI in `directory/pki/` is created or reused first (`fl certs --rotate` renews it).
     """
     directory.mkdir(parents=True, exist_ok=True)
-    cluster = container_cluster(owners, dataset_settings(data, owners), tls, prometheus_port)
+    cluster = container_cluster(owners, dataset_settings(data, owners), tls, prometheus_port, backend)
     scrape_tls = None
     if cluster.mesh:
         issued = ClusterPKI(directory / PKI_DIR).ensure(identities(cluster))
@@ -503,6 +509,11 @@ class DockerBackend(Backend):
 
         Works without the rendered files too (a killed `fl up`): whatever carries the project's label goes.
         """
+        services = self._remove(volumes)
+        self.forget()
+        return services
+
+    def _remove(self, volumes: bool) -> list[str]:
         services = self._services()
         if (self.directory / "compose.yaml").exists():
             compose(self.project, self.directory, "down", "--remove-orphans", *(["--volumes"] if volumes else []))
@@ -514,7 +525,6 @@ class DockerBackend(Backend):
             if leftovers and subprocess.run(["docker", *removal, *leftovers], capture_output=True).returncode != 0:
                 command = f"docker {' '.join(removal)} {' '.join(leftovers)}"
                 raise FLError(f"could not remove what project {self.project} left behind: run `{command}` and see why")
-        self.forget()
         return services
 
     @property

@@ -52,13 +52,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", required=True, help="cluster file")
     parser.add_argument("--certificate", required=True, help="this identity's certificate and key (PEM)")
     parser.add_argument("--ca", required=True, help="the cluster CA's certificate (PEM)")
+    parser.add_argument(
+        "--discovery-seconds",
+        type=float,
+        default=DISCOVERY_SECONDS,
+        help="how long to wait for the principal's name (a swarm resolves a task only once it is healthy)",
+    )
     args = parser.parse_args(argv)
     try:
         cluster = Cluster.load(args.config)
         for path in (args.certificate, args.ca):
             if not Path(path).is_file():
                 raise FLError(f"sidecar {args.identity}: {path} is missing; `fl up` writes it into this sidecar's mount")
-        configuration = haproxy.render(cluster, args.identity, discover(args.identity), args.certificate, args.ca)
+        addresses = discover(args.identity, args.discovery_seconds)
+        configuration = haproxy.render(cluster, args.identity, addresses, args.certificate, args.ca)
     except (FLError, ValueError) as error:
         sys.exit(f"fl sidecar: error: {error}")
     CONFIG_FILE.parent.mkdir(parents=True, exist_ok=True)
