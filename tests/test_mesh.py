@@ -123,7 +123,7 @@ def test_egress_is_bound_to_the_private_link_and_leaves_with_this_identity_verif
     assert configuration.count("tcp-request connection reject unless { src 10.9.0.2 }") == 1
     assert (
         "server data-owner-1 data-owner-1-tls:7443 ssl crt /tls/identity.pem ca-file /tls/ca.pem "
-        "verify required verifyhost data-owner-1 sni str(data-owner-1) alpn h2"
+        "verify required verifyhost data-owner-1 sni str(data-owner-1) alpn h2 init-addr none\n"
     ) in configuration
     assert "backend grpc_data-owner-0" not in configuration  # no route to itself
 

@@ -84,13 +84,16 @@ def _to_peers(
     kind: str, identity: str, addresses: SidecarAddresses, ports: list[int], sidecars: dict[str, str], credentials: str
 ) -> list[str]:
     """The egress frontend for `kind` (grpc or metrics) and one backend per peer: this identity's certificate
-    out, the peer's name verified on its certificate."""
+    out, the peer's name verified on its certificate. A peer's address comes from the resolvers only, never from
+    libc at start: a peer not up yet would cost a DNS timeout each (a swarm resolves a sidecar once it is healthy,
+    so every sidecar would wait out the others')."""
     alpn = " alpn h2" if kind == "grpc" else ""
     sections = [_egress(identity, addresses, ports, list(sidecars), kind)]
     for peer, sidecar in sidecars.items():
         sections.append(
             f"backend {kind}_{peer}\n"
-            f"    server {peer} {sidecar} {credentials} verify required verifyhost {peer} sni str({peer}){alpn}\n"
+            f"    server {peer} {sidecar} {credentials} verify required verifyhost {peer} sni str({peer}){alpn}"
+            " init-addr none\n"
         )
     return sections
 
