@@ -387,9 +387,10 @@ def _bench_privacy(args) -> None:
 def _swarm_up(args) -> None:
     import time
 
+    from fl.backends.docker import require_images
     from fl.swarm import nodes
 
-    nodes.require_images(args.load)  # before any node starts
+    require_images(args.load)  # before any node starts
     started = time.monotonic()
     joined = nodes.up(args.nodes)
     print(f"swarm: {len(joined)} nodes joined in {time.monotonic() - started:.1f} s: {', '.join(n.name for n in joined)}")

@@ -375,6 +375,12 @@ def _image_exists(image: str) -> bool:
     return subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0
 
 
+def require_images(images: list[str]) -> None:
+    missing = [image for image in images if not _image_exists(image)]
+    if missing:
+        raise FLError(f"no image {', '.join(missing)} on this engine: build it with `make images`")
+
+
 def _labelled(project: str, *listing: str) -> list[str]:
     """What `docker <listing>` prints for the objects that carry `project`'s Compose label."""
     listed = subprocess.run(
@@ -433,9 +439,7 @@ class DockerBackend(Backend):
     def up(self, settings: UpSettings) -> Cluster:
         """Render the project, start every container, return once every healthcheck passes."""
         self.check(settings)
-        missing = [f"{IMAGE}-{target}" for target in IMAGE_TARGETS if not _image_exists(f"{IMAGE}-{target}")]
-        if missing:
-            raise FLError(f"image(s) {', '.join(missing)} not built: run `make images` first")
+        require_images([f"{IMAGE}-{target}" for target in IMAGE_TARGETS])
         grafana = _image_exists(GRAFANA_IMAGE)
         if not grafana:
             print(

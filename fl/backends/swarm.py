@@ -25,6 +25,7 @@ from fl.backends.docker import (
     _image_exists,
     _prometheus_port,
     compose,
+    require_images,
     sidecar_service,
     startup_seconds,
     write_project,
@@ -33,7 +34,7 @@ from fl.backends.local import DEFAULT_STATE_DIR, player_names
 from fl.cluster import Cluster
 from fl.errors import FLError
 from fl.swarm import placement, stack
-from fl.swarm.nodes import docker, require_images
+from fl.swarm.nodes import docker
 
 STACK_FILE = "stack.yaml"  # beside compose.yaml (this engine's side) in the compose directory
 THIS_ENGINE_IMAGES = ("driver", "sidecar", "prometheus")

@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from fl.backends.docker import require_images
 from fl.errors import FLError
 
 IMAGE = "fl-testbed-swarm-node"
@@ -91,12 +92,6 @@ def _join(name: str, token: str, manager: str) -> None:
     docker("swarm", "join", "--token", token, f"{manager}:{SWARM_PORT}", node=name)
     _wait(lambda: _swarm_state(name) == "ready", f"{name} did not become ready in the swarm within {READY_SECONDS:g} s")
     docker("node", "update", "--label-add", f"{TESTBED_LABEL}=1", name)
-
-
-def require_images(images: list[str]) -> None:
-    missing = [image for image in images if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode]
-    if missing:
-        raise FLError(f"no image {', '.join(missing)} on this engine: build it with `make images`")
 
 
 def load_images(images: list[str]) -> None:

@@ -20,7 +20,7 @@ import hashlib
 from pathlib import Path
 
 from fl.backends.docker import CLUSTER_FILE_IN_CONTAINER, NETWORK, PKI_DIR, TLS_DIR_IN_CONTAINER, sidecar_service
-from fl.mesh.pki import CA_FILE, IDENTITY_FILE
+from fl.mesh.pki import CA_FILE, IDENTITY_FILE, ClusterPKI
 
 STACK_FORMAT = "3.8"  # the Compose file version `docker stack deploy` reads
 CLUSTER_CONFIG = "cluster"
@@ -63,7 +63,7 @@ def render(compose: dict, directory: Path, stack: str, placement: dict[str, str]
     """
     configs = {
         CLUSTER_CONFIG: _swarm_object(stack, CLUSTER_CONFIG, directory / "cluster.json"),
-        CA_CONFIG: _swarm_object(stack, CA_CONFIG, directory / PKI_DIR / next(iter(placement)) / CA_FILE),
+        CA_CONFIG: _swarm_object(stack, CA_CONFIG, ClusterPKI(directory / PKI_DIR).ca_certificate_file),
     }
     secrets: dict[str, dict] = {}
     services: dict[str, dict] = {}
