@@ -115,6 +115,25 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, default=Path("results/bench"))
     bench.set_defaults(run=_bench)
 
+    kit = commands.add_parser("kit", help="one directory per party (its Compose file, key, CA certificate, cluster file)")
+    kit.add_argument("--out", type=Path, required=True, help="a new directory: one kit per party in it, the CA's key beside")
+    kit.add_argument("--owners", type=int, default=DEFAULT_OWNERS)
+    kit.add_argument(
+        "--address",
+        action="append",
+        default=[],
+        metavar="NAME=HOST[:PORT]",
+        help="where the other parties reach this party's sidecar (port default 7443); once per player",
+    )
+    kit.add_argument("--addresses", type=Path, help="a file of NAME=HOST[:PORT] lines, instead of or beside --address")
+    kit.add_argument("--dataset", default="digits", help="the public data set each owner splits for itself (simulation)")
+    _partition_flags(kit)
+    kit.set_defaults(run=_kit)
+
+    probe = commands.add_parser("probe", help="which players of a cluster file answer from here, as JSON (name -> bool)")
+    probe.add_argument("--config", type=Path, required=True, help="cluster file")
+    probe.set_defaults(run=_probe)
+
     swarm = commands.add_parser("swarm", help="Docker-in-Docker nodes joined to a swarm this machine's engine manages")
     actions = swarm.add_subparsers(dest="action", required=True)
     swarm_up = actions.add_parser("up", help="start N nodes, join them as workers labelled fl.testbed, load images")
@@ -384,6 +403,29 @@ def _bench_privacy(args) -> None:
     print("wrote " + ", ".join(str(path) for path in outputs.values()))
 
 
+def _kit(args) -> None:
+    from fl import backends, kit
+    from fl.backends.docker import PKI_DIR
+
+    addresses = kit.read_addresses(args.address, args.addresses)
+    data = backends.DataSettings(args.dataset, args.partition, args.alpha, args.seed)
+    written = kit.write(args.out, args.owners, addresses, data)
+    parties = ", ".join(path.name for path in written)
+    print(f"kits: {len(written)} in {args.out} ({parties}); the CA's key in {args.out / PKI_DIR}, in no kit")
+    print("each party: copy its directory to its host, load the player and sidecar images, `docker compose up -d` there")
+    print(f"the driver: `docker compose up -d` in {args.out / 'driver'}, then `fl train --state-dir {args.out / 'driver'}`")
+
+
+def _probe(args) -> None:
+    import json
+
+    from fl.cluster import Cluster, unreachable
+
+    cluster = Cluster.load(args.config)
+    silent = unreachable(cluster.players)
+    print(json.dumps({player.name: player not in silent for player in cluster.players}))
+
+
 def _swarm_up(args) -> None:
     import time
 
@@ -416,7 +458,8 @@ def _swarm_status(args) -> int:
 
     listed = nodes.status()
     for node in listed:
-        print(f"{node.name:<18} {node.state:<8} {' '.join(f'{k}={v}' for k, v in sorted(node.labels.items()))}")
+        labels = " ".join(f"{k}={v}" for k, v in sorted(node.labels.items()))
+        print(f"{node.name:<18} {node.state:<8} DOCKER_HOST={nodes.engine_host(node.name)}  {labels}")
     if not listed:
         print("swarm: no nodes (`fl swarm up --nodes N` starts them)")
     return 0 if listed and all(node.state == "ready" for node in listed) else 1

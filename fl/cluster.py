@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from fl.errors import ClusterConfigError, PlayerUnreachableError
@@ -117,9 +117,11 @@ class Mesh:
     sidecars: dict[str, str]  # identity -> its sidecar's host on the players' network
     ingress_port: int  # the sidecars' mutual-TLS port
     metrics_port: int  # the sidecars' port relaying GET /metrics to their player
+    # identity -> the port its mutual-TLS port is published at, where not ingress_port (kits: parties sharing a host)
+    published_ports: dict[str, int] = field(default_factory=dict)
 
     def sidecar_address(self, identity: str) -> str:
-        return f"{self.sidecars[identity]}:{self.ingress_port}"
+        return f"{self.sidecars[identity]}:{self.published_ports.get(identity, self.ingress_port)}"
 
 
 SECTIONS = {"dataset": DatasetInfo, "metrics": MetricsEndpoints, "mesh": Mesh}

@@ -1,6 +1,7 @@
 """Docker-in-Docker swarm nodes on this machine: they join, run a task placed on one of them that a container on
 this engine reaches across an overlay, and go again leaving the engine as they found it."""
 
+import os
 import subprocess
 import sys
 import uuid
@@ -41,7 +42,15 @@ def two_nodes(images):
 def test_a_task_placed_on_a_node_answers_a_container_of_this_engine_across_an_overlay(two_nodes):
     listing = fl_swarm("status")
     assert listing.returncode == 0, listing.stdout
-    assert listing.stdout.split() == ["fl-swarm-node-1", "ready", "fl.testbed=1", "fl-swarm-node-2", "ready", "fl.testbed=1"]
+    engines = {name: nodes.engine_host(name) for name in ("fl-swarm-node-1", "fl-swarm-node-2")}
+    assert listing.stdout.split() == [
+        word for name, engine in engines.items() for word in (name, "ready", f"DOCKER_HOST={engine}", "fl.testbed=1")
+    ]
+    for name, engine in engines.items():  # each node's engine, from this host, as a host of its own
+        answered = subprocess.run(
+            ["docker", "info", "--format", "{{.Name}}"], env={**os.environ, "DOCKER_HOST": engine}, capture_output=True, text=True
+        )
+        assert answered.stdout.strip() == name, answered.stderr
     network, service = f"fl-probe-{uuid.uuid4().hex[:8]}", "fl-probe-http"
     docker("network", "create", "--driver", "overlay", "--attachable", network)
     try:

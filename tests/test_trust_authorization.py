@@ -7,18 +7,12 @@ shows the same attempt succeeding where it should, so no test passes for the wro
 
 from __future__ import annotations
 
-import datetime
 import re
 import time
-from pathlib import Path
 
 import pytest
 from containers import SCENARIOS, container, copy_into, log_lines, quiet_since, train_in_driver
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from trust import PKI, outsider_call
+from trust import PKI, other_ca_identity, outsider_call
 
 from fl.backends import docker
 from fl.cluster import DRIVER
@@ -75,30 +69,6 @@ def test_control_the_same_script_as_the_driver_reads_and_writes(compose_cluster,
     container(engine, "data-owner-0").exec_run(["rm", "-f", "/data/planted-by-attacker"], user="root")
     assert exit_code == 0, (output[1] or b"").decode(errors="replace")[-1500:]
     assert markers(output[0]) == ["CONNECTED", f"READ {records if mode == 'pipeline' else int(size)}", "WROTE"]
-
-
-def other_ca_identity(directory: Path, name: str) -> Path:
-    """A certificate for `name` from a CA that is not the cluster's: what an outsider can make for itself."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    path = directory / f"other-ca-{name}.pem"
-    path.write_bytes(
-        cert.public_bytes(serialization.Encoding.PEM)
-        + key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return path
 
 
 def test_an_outsider_without_a_cluster_certificate_is_refused_in_the_handshake(compose_cluster, engine, tmp_path):

@@ -25,7 +25,8 @@ from fl.cluster import Cluster
 from fl.errors import FLError
 from fl.policies import PARTITIONS
 
-BACKENDS = ("local", "docker", "swarm")
+BACKENDS = ("local", "docker", "swarm")  # what `fl up` starts
+RECORDED_BACKENDS = (*BACKENDS, "kit")  # what a state directory can hold: also a driver's kit (`fl kit`)
 BACKEND_RECORD = "backend"  # in the state directory: the name of the backend that holds its cluster
 # Resident memory of one player's TF server after a round (measured: 0.55 GB); sidecars add ~10 MB each
 PLAYER_MEMORY_BYTES = 600 * 2**20
@@ -174,14 +175,17 @@ class Backend(ABC):
 
 
 def named(name: str, state_dir: Path) -> Backend:
-    """`local`, `docker`, `swarm`, or `auto` (docker when an engine answers), for the cluster in `state_dir`."""
+    """`local`, `docker`, `swarm`, `kit` (a driver's kit, never started by `fl up`), or `auto` (docker when an engine
+    answers), for the cluster in `state_dir`."""
     from fl.backends.docker import DockerBackend
+    from fl.backends.kit import KitBackend
     from fl.backends.local import LocalBackend
     from fl.backends.swarm import SwarmBackend
 
     if name == "auto":
         name = automatic_choice()[0]
-    return {"docker": DockerBackend, "swarm": SwarmBackend, "local": LocalBackend}[name](state_dir)
+    kinds = {"docker": DockerBackend, "swarm": SwarmBackend, "local": LocalBackend, "kit": KitBackend}
+    return kinds[name](state_dir)
 
 
 def automatic_choice() -> tuple[str, str]:
@@ -197,8 +201,9 @@ def active(state_dir: Path) -> Backend | None:
     if not record.exists():
         return None
     name = record.read_text().strip()
-    if name not in BACKENDS:
-        raise FLError(f"{record} names backend {name!r}, not one of {', '.join(BACKENDS)}: remove it, then `fl up` again")
+    if name not in RECORDED_BACKENDS:
+        known = ", ".join(RECORDED_BACKENDS)
+        raise FLError(f"{record} names backend {name!r}, not one of {known}: remove it, then `fl up` again")
     return named(name, state_dir)
 
 

@@ -9,14 +9,20 @@ engine is the swarm's manager, advertised on docker0's address, which every node
 manager says so), the engine leaves it and the docker_gwbridge network goes too, unless
 containers run on networks of their own: leaving a swarm breaks name resolution in those
 (moby/moby#45144, seen on this engine), so the swarm is kept until they have stopped.
+
+Each node's engine also answers on a unix socket on this host (`engine_host`), so a command
+here can act on one node as on a host of its own, e.g. `DOCKER_HOST=... docker compose up -d`
+for a party's kit.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from fl.backends.docker import require_images
 from fl.errors import FLError
@@ -28,6 +34,8 @@ TESTBED_LABEL = "fl.testbed"
 STARTED_LABEL = "fl.swarm-started-by"  # on the manager, when `up` started the swarm
 SWARM_PORT = 2377
 READY_SECONDS = 60.0
+ENGINE_SOCKETS = Path(tempfile.gettempdir()) / "fl-swarm-nodes"  # one directory per node, holding its engine's socket
+ENGINE_DIR_IN_NODE = "/fl-engine"
 # what a node's dockerd needs from the engine (see the module's docstring)
 NODE_RUN_OPTIONS = (
     "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
@@ -78,7 +86,13 @@ def up(count: int) -> list[SwarmNode]:
         token = docker("swarm", "join-token", "-q", "worker")
         for index in range(1, count + 1):
             name = node_name(index)
-            docker("run", "-d", "--name", name, "--hostname", name, "--label", f"{NODE_LABEL}=1", *NODE_RUN_OPTIONS, IMAGE)
+            sockets = ENGINE_SOCKETS / name
+            sockets.mkdir(parents=True, exist_ok=True)
+            docker(
+                "run", "-d", "--name", name, "--hostname", name, "--label", f"{NODE_LABEL}=1", *NODE_RUN_OPTIONS,
+                "-v", f"{sockets}:{ENGINE_DIR_IN_NODE}", IMAGE,
+                "-H", "unix:///var/run/docker.sock", "-H", f"unix://{ENGINE_DIR_IN_NODE}/docker.sock",
+            )  # fmt: skip
         for index in range(1, count + 1):
             _join(node_name(index), token, manager)
     except FLError:
@@ -94,13 +108,19 @@ def _join(name: str, token: str, manager: str) -> None:
     docker("node", "update", "--label-add", f"{TESTBED_LABEL}=1", name)
 
 
-def load_images(images: list[str]) -> None:
-    """Every image into every node, with `docker save` once and `docker load` on each: no registry needed."""
+def engine_host(name: str) -> str:
+    """The DOCKER_HOST by which this host's docker commands act on node `name`'s engine."""
+    return f"unix://{ENGINE_SOCKETS / name / 'docker.sock'}"
+
+
+def load_images(images: list[str], into: list[str] | None = None) -> None:
+    """Every image into every node (or the nodes `into`), with `docker save` once and `docker load` on each: no
+    registry needed."""
     with tempfile.TemporaryFile() as archive:
         saved = subprocess.run(["docker", "save", *images], stdout=archive, stderr=subprocess.PIPE, text=False)
         if saved.returncode != 0:
             raise FLError(f"`docker save {' '.join(images)}` failed: {saved.stderr.decode(errors='replace').strip()}")
-        for name in listed():
+        for name in listed() if into is None else into:
             archive.seek(0)
             loaded = subprocess.run(["docker", "exec", "-i", name, "docker", "load", "-q"], stdin=archive, capture_output=True)
             if loaded.returncode != 0:
@@ -114,6 +134,7 @@ def down() -> Removed:
         if _swarm_state(name) != "absent":
             docker("node", "rm", "--force", name)
         docker("rm", "--force", "--volumes", name)
+        shutil.rmtree(ENGINE_SOCKETS / name, ignore_errors=True)
         removed.append(name)
     if not (_swarm_active() and _manager_labels().get(STARTED_LABEL) == "fl"):
         return Removed(removed, left_swarm=False)
