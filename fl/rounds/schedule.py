@@ -199,6 +199,9 @@ class RoundRunner:
     def _train(self, index: int, started: float) -> tuple[dict[Player, float], dict[str, str]]:
         """Stage 1: every available owner trains; returns when each has delivered, been dropped, or the
         local-training deadline passed. Owners left out are named with the reason; fewer than the quorum fail the round.
+
+        A failed call is blamed on no one before the players are probed: when one player dies, another owner's call
+        can fail with it. An owner that answers while another is silent gets one more try within the deadline.
         """
         training_deadline = started + self.training_timeout
         dropped: dict[str, str] = {}
@@ -220,24 +223,35 @@ class RoundRunner:
             if owner.name not in dropped
         }
         stamps: dict[Player, float] = {}
+        retried: set[Player] = set()
         next_probe = time.time() + PROBE_INTERVAL
         try:
             while calls and time.time() < training_deadline and len(stamps) + len(calls) >= self.min_owners:
                 finished.wait(max(min(next_probe, training_deadline) - time.time(), 0.0))
                 finished.clear()
+                failed: dict[Player, str] = {}
                 for owner, call in list(calls.items()):
                     if call.wait(0):
                         del calls[owner]
                         try:
                             stamps[owner] = float(call.result())
                         except tf.errors.OpError as error:
-                            dropped[owner.name] = f"failed ({first_line(error.message)})"
-                if time.time() >= next_probe and calls:
-                    silent = unreachable([*calls, *(p for p in self.players if p not in self.trainers)])
+                            failed[owner] = first_line(error.message)
+                if failed or (time.time() >= next_probe and calls):
+                    silent = unreachable([*calls, *failed, *(p for p in self.players if p not in self.trainers)])
                     self._require_answering(silent)
                     for owner in silent:
-                        self._busy[owner] = calls.pop(owner)
+                        if owner in calls:
+                            self._busy[owner] = calls.pop(owner)
                         dropped[owner.name] = "not answering"
+                    for owner, message in failed.items():
+                        if owner in silent:
+                            continue
+                        if silent and owner not in retried:  # its call may have broken with a dead peer's link
+                            retried.add(owner)
+                            calls[owner] = BackgroundCall(self._deliver, owner, global_weights, round_seed, finished=finished)
+                        else:
+                            dropped[owner.name] = f"failed ({message})"
                     next_probe = time.time() + PROBE_INTERVAL
         finally:  # an owner's call still running keeps it out of later rounds until it ends
             late = time.time() >= training_deadline
@@ -257,10 +271,10 @@ class RoundRunner:
         return {owner: stamps[owner] for owner in ordered}, dropped
 
     def _require_answering(self, silent: list[Player]) -> None:
-        """A silent player that is not a data owner (the model owner, a compute server) fails the round."""
-        needed = [player.name for player in silent if player not in self.trainers]
-        if needed:
-            raise DeadlineExceededError("not answering: " + ", ".join(needed))
+        """A silent player that is not a data owner (the model owner, a compute server) fails the round, which
+        names every silent player (a host that went down takes all of its players with it)."""
+        if any(player not in self.trainers for player in silent):
+            raise DeadlineExceededError(_named(silent))
 
     def _deliver(self, owner: Player, global_weights: list[tf.Tensor], round_seed: int) -> float:
         """On the owner's thread: train from `global_weights`, keep the update on the owner, return when.
